@@ -1,0 +1,134 @@
+"""Reading training checkpoints safely: both seed formats, never arbitrary unpickling."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+# Prefixes that wrappers add to every key: DataParallel/DistributedDataParallel, torch.compile.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = 0x80
+_MAX_LISTED = 6
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message says why in one screen."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint that could only be read by running code from the file."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    state_dict: dict[str, torch.Tensor]
+    sha256: str
+    source: str
+    epoch: int | None = None
+    best_val_acc: float | None = None
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Load a raw state_dict or a `{"model_state_dict": ..., "epoch": ..., "best_val_acc": ...}` dict."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    return parse_checkpoint(data, source=str(path))
+
+
+def parse_checkpoint(data: bytes, *, source: str = "<bytes>") -> Checkpoint:
+    """The same as `read_checkpoint`, for bytes already in memory."""
+    obj = _safe_load(data, source)
+    metadata: Mapping[str, Any] = {}
+    if isinstance(obj, Mapping) and "model_state_dict" in obj:
+        metadata, obj = obj, obj["model_state_dict"]
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(
+            f"{source} holds neither a state_dict nor a dict with 'model_state_dict' "
+            f"(found {type(obj).__name__})"
+        )
+    non_tensors = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if non_tensors:
+        raise CheckpointError(f"{source}: state_dict entries that are not tensors: {_listing(non_tensors)}")
+    return Checkpoint(
+        state_dict=strip_wrapper_prefixes(dict(obj)),
+        sha256=hashlib.sha256(data).hexdigest(),
+        source=source,
+        epoch=_optional_number(metadata.get("epoch"), int),
+        best_val_acc=_optional_number(metadata.get("best_val_acc"), float),
+    )
+
+
+def strip_wrapper_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop a `module.` (DataParallel) or `_orig_mod.` (torch.compile) prefix shared by every key."""
+    for prefix in _WRAPPER_PREFIXES:
+        if state_dict and all(k.startswith(prefix) for k in state_dict):
+            state_dict = {k.removeprefix(prefix): v for k, v in state_dict.items()}
+    return state_dict
+
+
+def check_compatible(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Raise CheckpointError listing missing, unexpected and shape-mismatched keys, if any."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k} {tuple(state_dict[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    problems = [
+        f"{label} ({len(keys)}): {_listing(keys)}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
+        if keys
+    ]
+    if problems:
+        raise CheckpointError("state_dict does not fit the architecture; " + "; ".join(problems))
+
+
+def _safe_load(data: bytes, source: str) -> Any:
+    if not data:
+        raise CheckpointError(f"{source} is empty")
+    if not (data.startswith(_ZIP_MAGIC) or data[0] == _PICKLE_PROTO):
+        raise CheckpointError(f"{source} is not a PyTorch checkpoint (unrecognised header {data[:8]!r})")
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # weights_only refuses any global outside torch's allow-list; name it and stop.
+        # Retrying with weights_only=False would run whatever the file asks for.
+        cause = str(e.__context__ or e)
+        if "GLOBAL" in cause:
+            raise UnsafeCheckpointError(
+                f"{source} refused: loading it would need arbitrary unpickling ({cause.strip()}). "
+                "Re-save it from a trusted environment as plain tensors: "
+                "torch.save({'model_state_dict': model.state_dict(), 'epoch': ..., 'best_val_acc': ...}, path)"
+            ) from None
+        raise CheckpointError(f"{source} is not a readable PyTorch checkpoint ({cause.strip()})") from None
+    except (RuntimeError, EOFError, KeyError, ValueError, IndexError, OSError) as e:
+        raise CheckpointError(f"{source} is truncated or corrupt ({type(e).__name__}: {_first_line(e)})") from None
+
+
+def _optional_number(value: Any, kind: type[int] | type[float]) -> Any:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    return kind(value) if isinstance(value, int | float) else None
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_MAX_LISTED])
+    return shown + (f", ... and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else "")
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [""])[0][:200]

@@ -1,0 +1,59 @@
+"""The model loaded for inference on one device: float32 (N, 3, H, W) in, probabilities (N, C) out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA when a GPU is visible, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+class Classifier:
+    """An eval-mode network with the spec and store metadata it came with."""
+
+    def __init__(
+        self, module: nn.Module, spec: ModelSpec, *, tag: str, metadata: dict[str, Any], device: torch.device
+    ) -> None:
+        self.module = module.to(device).eval()
+        self.spec = spec
+        self.tag = tag
+        self.metadata = metadata
+        self.device = device
+
+    @property
+    def trained(self) -> bool:
+        return bool(self.metadata.get("trained", False))
+
+    @torch.inference_mode()
+    def predict_proba(self, batch: np.ndarray) -> np.ndarray:
+        """float32 (N, 3, S, S) normalised input -> float32 (N, num_classes) softmax probabilities."""
+        size = self.spec.input_size
+        if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
+            raise ValueError(f"expected a (N, 3, {size}, {size}) batch, got {batch.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        logits = self.module(x)
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def warm_up(self, batch_sizes: Iterable[int]) -> None:
+        """Run each batch size once so the first real request does not pay for lazy initialisation."""
+        size = self.spec.input_size
+        for n in batch_sizes:
+            self.predict_proba(np.zeros((n, 3, size, size), dtype=np.float32))
+        log.info("warmed up %s on %s for batch sizes %s", self.tag, self.device, list(batch_sizes))

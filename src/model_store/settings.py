@@ -1,0 +1,25 @@
+"""Deployment settings, read from PYRAMIDNET_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .registry import DEFAULT_MODEL_NAME
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PYRAMIDNET_", frozen=True)
+
+    model: str = Field(f"{DEFAULT_MODEL_NAME}:latest", description="model store tag to serve")
+    device: str = Field("auto", description="auto (CUDA if visible, else CPU), cpu, cuda or cuda:N")
+    max_batch_size: Annotated[int, Field(ge=1)] = 64
+    max_latency_ms: Annotated[int, Field(ge=1)] = 5000
+    max_images_per_request: Annotated[int, Field(ge=1)] = 64
+    max_request_bytes: Annotated[int, Field(ge=1)] = 32 * 1024 * 1024
+    max_image_pixels: Annotated[int, Field(ge=1)] = 25_000_000
+    api_workers: Annotated[int, Field(ge=1)] = Field(default_factory=lambda: os.cpu_count() or 1)
+    timeout_s: Annotated[int, Field(ge=1)] = 60
