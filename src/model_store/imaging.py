@@ -39,8 +39,9 @@ def decode_image(source: bytes | Path, *, max_pixels: int) -> Image.Image:
             image.load()
     except ImageTooLarge:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageTooLarge(f"image is too large to decode safely: {e}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # PIL's own bomb check (over ~179 Mpx) fires inside Image.open, before ours can run.
+        raise ImageTooLarge(f"image has far more pixels than the limit of {max_pixels:,}") from None
     except UnidentifiedImageError:
         raise InvalidImage("not an image in a recognised format") from None
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...

@@ -1,0 +1,135 @@
+"""Shared fixtures: a private BentoML home, real CIFAR-10 images, and a real `bentoml serve`."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Before anything imports bentoml: every test run gets its own model store.
+os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="pyramidnet-test-home-")
+os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import bentoml
+import httpx
+import numpy as np
+import pytest
+
+from model_store import Classifier, embedded_default, load_classifier, register
+
+REPO = Path(__file__).resolve().parents[1]
+CIFAR10 = Path(os.environ.get("CIFAR10_DIR", REPO.parent / "shared" / "data" / "cifar10"))
+READY_TIMEOUT_S = 180
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir() -> Path:
+    if not (CIFAR10 / "test-jpeg.tar.gz").is_file():
+        pytest.fail(f"CIFAR-10 data not found at {CIFAR10}; set CIFAR10_DIR to the folder of test-jpeg.tar.gz")
+    return CIFAR10
+
+
+@pytest.fixture(scope="session")
+def test_jpegs(cifar10_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 10,000 CIFAR-10 test JPEGs, unpacked: test/<class>/NNNN.jpg."""
+    out = tmp_path_factory.mktemp("cifar10")
+    with tarfile.open(cifar10_dir / "test-jpeg.tar.gz") as tar:
+        tar.extractall(out, filter="data")
+    return out / "test"
+
+
+@pytest.fixture(scope="session")
+def sample_jpegs(test_jpegs: Path) -> list[Path]:
+    """Eight test JPEGs of each class, interleaved: 80 real images."""
+    classes = sorted(p.name for p in test_jpegs.iterdir())
+    return [test_jpegs / c / f"{i:04d}.jpg" for i in range(8) for c in classes]
+
+
+@pytest.fixture(scope="session")
+def exact_images(cifar10_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The first 1,017 test images, pixel-exact: uint8 (1017, 32, 32, 3) and int64 labels."""
+    data = np.load(cifar10_dir / "test-exact-first1017.npz")
+    return data["images"], data["labels"]
+
+
+@pytest.fixture(scope="session")
+def default_model() -> bentoml.Model:
+    return register(embedded_default(), trained=False)
+
+
+@pytest.fixture(scope="session")
+def offline(default_model: bentoml.Model) -> Classifier:
+    """The registered default loaded in this process: the reference the server must match."""
+    return load_classifier(default_model, device="cpu")
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics", timeout=10).text
+
+    def is_ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=10).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(tag: str, log: Path, **settings: str) -> Server:
+    """`bentoml serve` on a free port with PYRAMIDNET_* settings; returns once /readyz answers 200."""
+    port = free_port()
+    env = {**os.environ, "PYRAMIDNET_MODEL": tag, **{f"PYRAMIDNET_{k.upper()}": v for k, v in settings.items()}}
+    cmd = [sys.executable, "-m", "bentoml", "serve", "service:PyramidNetClassifier", "--host", "127.0.0.1",
+           "--port", str(port)]  # fmt: skip
+    process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", process, log)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        if server.is_ready():
+            return server
+        time.sleep(0.5)
+    stop_server(server)
+    raise RuntimeError(f"server not ready after {READY_TIMEOUT_S}s:\n{log.read_text()[-3000:]}")
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def server(default_model: bentoml.Model, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The service serving the registered default, as a user would run it."""
+    srv = start_server(str(default_model.tag), tmp_path_factory.mktemp("server") / "serve.log")
+    yield srv
+    stop_server(srv)
+
+
+@pytest.fixture(scope="session")
+def client(server: Server) -> Iterator[bentoml.SyncHTTPClient]:
+    with bentoml.SyncHTTPClient(server.url, timeout=120) as c:
+        yield c

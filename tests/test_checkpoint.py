@@ -1,0 +1,158 @@
+"""Checkpoint reading: both seed formats, wrapper prefixes, and every way a file is refused."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from model_store import CheckpointError, UnsafeCheckpointError, pyramidnet, read_checkpoint
+from model_store.checkpoint import check_compatible
+
+
+@pytest.fixture(scope="module")
+def state_dict() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return pyramidnet().state_dict()
+
+
+def save(path: Path, obj: object, **kwargs) -> Path:
+    torch.save(obj, path, **kwargs)
+    return path
+
+
+def test_raw_state_dict(tmp_path, state_dict):
+    ckpt = read_checkpoint(save(tmp_path / "raw.pth", state_dict))
+    assert ckpt.state_dict.keys() == state_dict.keys()
+    assert ckpt.epoch is None and ckpt.best_val_acc is None
+    assert len(ckpt.sha256) == 64
+
+
+def test_training_dict_with_epoch_accuracy_and_optimizer_state(tmp_path, state_dict):
+    model = pyramidnet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    optimizer.step()
+    payload = {
+        "model_state_dict": state_dict,
+        "optimizer_state_dict": optimizer.state_dict(),
+        "epoch": 187,
+        "best_val_acc": 94.12,
+    }
+    ckpt = read_checkpoint(save(tmp_path / "best_pyramidnet_model.pth", payload))
+    assert (ckpt.epoch, ckpt.best_val_acc) == (187, 94.12)
+    assert all(torch.equal(ckpt.state_dict[k], v) for k, v in state_dict.items())
+
+
+def test_legacy_serialization_format(tmp_path, state_dict):
+    path = save(tmp_path / "legacy.pth", {"model_state_dict": state_dict, "epoch": 3},
+                _use_new_zipfile_serialization=False)  # fmt: skip
+    assert read_checkpoint(path).epoch == 3
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod."])
+def test_wrapper_prefix_is_stripped(tmp_path, state_dict, prefix):
+    wrapped = {prefix + k: v for k, v in state_dict.items()}
+    ckpt = read_checkpoint(save(tmp_path / "wrapped.pth", wrapped))
+    assert ckpt.state_dict.keys() == state_dict.keys()
+    check_compatible(pyramidnet(), ckpt.state_dict)
+
+
+def test_missing_unexpected_and_mismatched_keys_are_listed(state_dict):
+    broken = dict(state_dict)
+    del broken["fc_out.bias"]
+    broken["projection.weight"] = torch.zeros(1)
+    broken["fc_out.weight"] = torch.zeros(100, 64)
+    with pytest.raises(CheckpointError) as err:
+        check_compatible(pyramidnet(), broken)
+    message = str(err.value)
+    assert "missing (1): fc_out.bias" in message
+    assert "unexpected (1): projection.weight" in message
+    assert "fc_out.weight (100, 64) != (10, 64)" in message
+
+
+def test_a_long_list_of_problems_stays_one_screen(state_dict):
+    with pytest.raises(CheckpointError) as err:
+        check_compatible(pyramidnet(num_layers=17), state_dict)
+    assert "... and" in str(err.value) and len(str(err.value)) < 1500
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "is empty"),
+        (random.Random(0).randbytes(4096), "not a PyTorch checkpoint"),
+        (b"name,value\n1,2\n", "not a PyTorch checkpoint"),
+    ],
+    ids=["empty", "random-bytes", "text"],
+)
+def test_non_checkpoints_are_refused(tmp_path, content, expected):
+    path = tmp_path / "x.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=expected):
+        read_checkpoint(path)
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.99])
+def test_truncated_checkpoint(tmp_path, state_dict, fraction):
+    data = save(tmp_path / "full.pth", state_dict).read_bytes()
+    path = tmp_path / "cut.pth"
+    path.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        read_checkpoint(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="cannot read"):
+        read_checkpoint(tmp_path / "nope.pth")
+
+
+def test_not_a_state_dict(tmp_path):
+    with pytest.raises(CheckpointError, match="neither a state_dict"):
+        read_checkpoint(save(tmp_path / "list.pth", [torch.zeros(1)]))
+    with pytest.raises(CheckpointError, match="not tensors"):
+        read_checkpoint(save(tmp_path / "mixed.pth", {"w": torch.zeros(1), "note": "hi"}))
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: the attack weights_only=True must stop."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("fmt", ["zip", "legacy", "plain-pickle"])
+def test_a_pickle_that_would_run_code_is_refused_and_never_runs(tmp_path, state_dict, fmt):
+    marker = tmp_path / "code-ran"
+    payload = {"model_state_dict": state_dict, "epoch": _RunsCode(marker)}
+    path = tmp_path / "evil.pth"
+    if fmt == "plain-pickle":
+        path.write_bytes(pickle.dumps(payload, protocol=2))
+    else:
+        save(path, payload, _use_new_zipfile_serialization=(fmt == "zip"))
+    # The payload is real: an unrestricted unpickler runs it.
+    pickle.loads(pickle.dumps(_RunsCode(tmp_path / "control")))
+    assert (tmp_path / "control").exists()
+
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(path)
+    assert not marker.exists()
+    if fmt == "zip":
+        assert isinstance(err.value, UnsafeCheckpointError)
+        assert "arbitrary unpickling" in str(err.value) and "system" in str(err.value)
+
+
+def test_bytes_in_memory_are_hashed_like_files(tmp_path, state_dict):
+    from model_store.checkpoint import parse_checkpoint
+
+    path = save(tmp_path / "a.pth", state_dict)
+    buf = io.BytesIO(path.read_bytes())
+    assert parse_checkpoint(buf.getvalue()).sha256 == read_checkpoint(path).sha256

@@ -1,0 +1,130 @@
+"""The model store: round trip, metadata, pickle-free weights, and saves that leave nothing behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import bentoml
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model_store import (
+    CheckpointError,
+    ModelSpec,
+    RegistrationError,
+    embedded_default,
+    load_classifier,
+    read_checkpoint,
+    read_spec,
+    register,
+)
+from model_store.imaging import preprocess_batch
+from model_store.registry import SPEC_FILE, WEIGHTS_FILE
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def stored_tags() -> set[str]:
+    return {str(m.tag) for m in bentoml.models.list()}
+
+
+def test_round_trip_gives_identical_outputs(tmp_path, exact_images):
+    torch.manual_seed(3)
+    source = ModelSpec().build().eval()
+    path = tmp_path / "best_pyramidnet_model.pth"
+    torch.save({"model_state_dict": source.state_dict(), "epoch": 42, "best_val_acc": 93.5}, path)
+
+    model = register(read_checkpoint(path), name="roundtrip", labels={"team": "vision"})
+    loaded = load_classifier(str(model.tag), device="cpu")
+
+    batch = preprocess_batch([Image.fromarray(i) for i in exact_images[0][:16]], loaded.spec)
+    with torch.no_grad():
+        expected = torch.softmax(source(torch.from_numpy(batch)), 1).numpy()
+    assert np.array_equal(loaded.predict_proba(batch), expected)
+    assert not loaded.module.training and loaded.device == torch.device("cpu")
+
+
+def test_metadata_and_spec_are_stored_as_data(tmp_path):
+    checkpoint = embedded_default()
+    model = register(checkpoint, name="meta", trained=False, labels={"stage": "test"})
+    meta = model.info.metadata
+    assert meta["trained"] is False
+    assert meta["source_sha256"] == checkpoint.sha256
+    assert meta["parameters"] == 1_772_706
+    assert meta["torch_version"] == str(torch.__version__) and meta["bentoml_version"] == bentoml.__version__
+    assert model.info.labels == {"stage": "test"}
+    assert read_spec(model) == ModelSpec()
+    # Weights are safetensors (no pickle anywhere in the stored model).
+    files = {p.name for p in Path(model.path).iterdir()}
+    assert {WEIGHTS_FILE, SPEC_FILE} <= files and not any(f.endswith((".pt", ".pth", ".pkl")) for f in files)
+    assert Path(model.path_of(WEIGHTS_FILE)).read_bytes()[8:9] == b"{"  # safetensors JSON header
+
+
+def test_embedded_default_is_deterministic_and_well_conditioned(exact_images):
+    a, b = embedded_default(), embedded_default()
+    assert a.sha256 == b.sha256
+    module = ModelSpec().build().eval()
+    module.load_state_dict(a.state_dict)
+    batch = preprocess_batch([Image.fromarray(i) for i in exact_images[0][:64]], ModelSpec())
+    with torch.no_grad():
+        probabilities = torch.softmax(module(torch.from_numpy(batch)), 1)
+    assert probabilities.max() < 0.99  # not saturated: parity checks on it are meaningful
+
+
+def test_incompatible_checkpoint_leaves_nothing_in_the_store():
+    before = stored_tags()
+    bad = embedded_default()
+    del bad.state_dict["fc_out.weight"]
+    with pytest.raises(CheckpointError, match="missing"):
+        register(bad, name="never-written")
+    assert stored_tags() == before
+
+
+def test_non_finite_weights_fail_the_smoke_test_and_leave_nothing():
+    before = stored_tags()
+    bad = embedded_default()
+    bad.state_dict["fc_out.bias"] = torch.full((10,), float("nan"))
+    with pytest.raises(RegistrationError, match="non-finite"):
+        register(bad, name="never-written")
+    assert stored_tags() == before
+
+
+def run_save_model(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "save_model.py"), *args],
+        capture_output=True, text=True, env=os.environ, timeout=300,
+    )  # fmt: skip
+
+
+def test_save_model_script_registers_a_checkpoint(tmp_path):
+    path = tmp_path / "best_pyramidnet_model.pth"
+    torch.save({"model_state_dict": embedded_default().state_dict, "epoch": 9, "best_val_acc": 91.0}, path)
+    result = run_save_model("--checkpoint", str(path), "--name", "scripted", "--label", "owner=ml")
+    assert result.returncode == 0, result.stderr
+    tag = result.stdout.splitlines()[0]
+    assert tag.startswith("scripted:")
+    assert "1,772,706" in result.stdout and "91.0" in result.stdout
+    assert bentoml.models.get(tag).info.labels == {"owner": "ml"}
+
+
+def test_save_model_script_defaults_to_the_embedded_model():
+    result = run_save_model("--name", "embedded")
+    assert result.returncode == 0, result.stderr
+    assert "meaningless" in result.stdout
+    assert bentoml.models.get(result.stdout.splitlines()[0]).info.metadata["trained"] is False
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04truncated"])
+def test_save_model_script_refuses_bad_input_with_one_line(tmp_path, content):
+    path = tmp_path / "bad.pth"
+    path.write_bytes(content)
+    before = stored_tags()
+    result = run_save_model("--checkpoint", str(path), "--name", "refused")
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1 and "error" in result.stderr
+    assert stored_tags() == before

@@ -1,0 +1,152 @@
+"""The served behaviour, against a real `bentoml serve` on real CIFAR-10 test images."""
+
+from __future__ import annotations
+
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import bentoml
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from model_store import CIFAR10_CLASSES, Classifier, decode_image, preprocess_batch
+
+from .conftest import Server
+
+pytestmark = pytest.mark.server
+PARITY = 1e-5
+
+
+def offline_probabilities(offline: Classifier, paths: list[Path]) -> np.ndarray:
+    images = [decode_image(p, max_pixels=10**6) for p in paths]
+    return offline.predict_proba(preprocess_batch(images, offline.spec))
+
+
+def served_probabilities(results: list[dict]) -> np.ndarray:
+    return np.array([[r["probabilities"][c] for c in CIFAR10_CLASSES] for r in results])
+
+
+def batch_histogram(server: Server) -> dict[float, float]:
+    """Cumulative counts of the runner's adaptive batch sizes, from /metrics: {le: count}."""
+    pattern = r'bentoml_service_adaptive_batch_size_bucket\{le="([^"]+)",method_name="predict"[^}]*\} (\S+)'
+    return {float(le): float(n) for le, n in re.findall(pattern, server.metrics())}
+
+
+def test_readiness_and_liveness(server):
+    for probe in ("/readyz", "/livez", "/healthz"):
+        assert httpx.get(server.url + probe).status_code == 200
+
+
+def test_model_info_says_what_is_served(client, offline):
+    info = client.model_info()
+    assert info["tag"] == offline.tag
+    assert info["trained"] is False and "meaningless" in info["warning"]
+    assert info["classes"] == list(CIFAR10_CLASSES)
+    assert info["input_size"] == 32 and info["parameters"] == 1_772_706
+    assert info["preprocessing"]["mean"] == [0.4914, 0.4822, 0.4465]
+    assert info["device"] == "cpu"
+    assert info["batching"]["max_images_per_request"] == 64
+
+
+def test_classify_matches_the_offline_model(client, offline, sample_jpegs):
+    paths = sample_jpegs[:20]
+    results = [client.classify(image=p) for p in paths]
+    for r in results:
+        assert set(r) == {"label", "class_id", "confidence", "probabilities", "model"}
+        assert r["model"] == offline.tag
+        assert r["label"] == CIFAR10_CLASSES[r["class_id"]]
+        assert r["confidence"] == max(r["probabilities"].values())
+    served = served_probabilities(results)
+    assert np.abs(served - offline_probabilities(offline, paths)).max() < PARITY
+    assert np.allclose(served.sum(1), 1, atol=1e-5)
+
+
+def test_classify_batch_matches_offline_same_order(client, offline, sample_jpegs):
+    paths = sample_jpegs[:64]
+    results = client.classify_batch(images=paths)
+    assert len(results) == len(paths)
+    assert np.abs(served_probabilities(results) - offline_probabilities(offline, paths)).max() < PARITY
+    # N in, N out, same order: reversing the request reverses the answer.
+    reversed_results = client.classify_batch(images=paths[::-1][:10])
+    assert [r["probabilities"] for r in reversed_results] == [r["probabilities"] for r in results[::-1][:10]]
+
+
+def test_concurrent_classify_is_batched_and_exact(server, offline, sample_jpegs):
+    paths = sample_jpegs[:80] * 2
+    local = threading.local()  # a SyncHTTPClient tracks its open files: one per thread
+
+    def classify(path: Path) -> dict:
+        if not hasattr(local, "client"):
+            local.client = bentoml.SyncHTTPClient(server.url, timeout=120)
+        return local.client.classify(image=path)
+
+    before = batch_histogram(server)
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        results = list(pool.map(classify, paths))
+    after = batch_histogram(server)
+
+    assert np.abs(served_probabilities(results) - offline_probabilities(offline, paths)).max() < PARITY
+    total = after[float("inf")] - before.get(float("inf"), 0)
+    single = after[1.0] - before.get(1.0, 0)
+    assert total > 0 and single < total, f"no batch larger than one among {total:.0f} runner calls"
+
+
+def test_python_client_accepts_pil_images_opened_from_files(client, offline, sample_jpegs):
+    with Image.open(sample_jpegs[0]) as image:
+        result = client.classify(image=image)
+    expected = offline_probabilities(offline, sample_jpegs[:1])[0]
+    assert np.abs(served_probabilities([result])[0] - expected).max() < PARITY
+
+
+def post(server: Server, route: str, **kwargs) -> httpx.Response:
+    return httpx.post(server.url + route, timeout=60, **kwargs)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+BAD_UPLOADS = {
+    "empty-file": ("/classify", {"files": {"image": ("a.jpg", b"", "image/jpeg")}}, 400, "INVALID_IMAGE"),
+    "text-as-image": ("/classify", {"files": {"image": ("a.jpg", b"hello", "image/jpeg")}}, 400, "INVALID_IMAGE"),
+    "random-bytes": ("/classify", {"files": {"image": ("a.png", bytes(range(256)) * 8, "image/png")}}, 400, "INVALID_IMAGE"),
+    "truncated-png": ("/classify", {"files": {"image": ("a.png", png_bytes(Image.new("RGB", (32, 32)))[:60], "image/png")}}, 400, "INVALID_IMAGE"),
+    "wrong-field-name": ("/classify", {"files": {"img": ("a.png", png_bytes(Image.new("RGB", (32, 32))), "image/png")}}, 400, "VALIDATION_ERROR"),
+    "missing-field": ("/classify", {"data": {"note": "x"}, "files": {"other": ("a", b"x", "text/plain")}}, 400, "VALIDATION_ERROR"),
+    "url-instead-of-file": ("/classify", {"data": {"image": "http://127.0.0.1:1/x.png"}, "files": {"x": ("a", b"", "text/plain")}}, 400, "VALIDATION_ERROR"),
+    "non-multipart-body": ("/classify", {"content": b"\xff\xfe", "headers": {"content-type": "application/octet-stream"}}, 400, "VALIDATION_ERROR"),
+    "json-url": ("/classify", {"json": {"image": "http://127.0.0.1:1/x.png"}}, 400, "VALIDATION_ERROR"),
+    "batch-with-one-bad": ("/classify_batch", {"files": [("images", ("a.png", png_bytes(Image.new("RGB", (32, 32))), "image/png")), ("images", ("b.png", b"nope", "image/png"))]}, 400, "INVALID_IMAGE"),
+    "too-many-images": ("/classify_batch", {"files": [("images", ("a.png", png_bytes(Image.new("RGB", (32, 32))), "image/png"))] * 65}, 413, "TOO_MANY_IMAGES"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_UPLOADS.values(), ids=BAD_UPLOADS.keys())
+def test_bad_uploads_get_a_4xx_with_a_code(server, case):
+    route, kwargs, status, code = case
+    response = post(server, route, **kwargs)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"]["code"] == code and body["error"]["message"]
+    assert server.is_ready()
+
+
+def test_wrong_declared_content_type_is_judged_by_the_bytes(server, sample_jpegs):
+    response = post(server, "/classify", files={"image": ("cat.txt", sample_jpegs[0].read_bytes(), "text/plain")})
+    assert response.status_code == 200 and response.json()["label"] in CIFAR10_CLASSES
+
+
+def test_client_errors_surface_as_bentoml_exceptions(client, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(bentoml.exceptions.BentoMLException) as err:
+        client.classify(image=bad)
+    assert "INVALID_IMAGE" in str(err.value)
