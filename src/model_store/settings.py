@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,5 +20,7 @@ class Settings(BaseSettings):
     max_images_per_request: Annotated[int, Field(ge=1)] = 64
     max_request_bytes: Annotated[int, Field(ge=1)] = 32 * 1024 * 1024
     max_image_pixels: Annotated[int, Field(ge=1)] = 25_000_000
-    api_workers: Annotated[int, Field(ge=1)] = Field(default_factory=lambda: os.cpu_count() or 1)
+    api_workers: Annotated[int, Field(ge=1)] | Literal["cpu_count"] = Field(
+        "cpu_count", description="API worker processes; cpu_count lets BentoML use one per core"
+    )
     timeout_s: Annotated[int, Field(ge=1)] = 60

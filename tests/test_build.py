@@ -1,0 +1,42 @@
+"""`bentoml build` packages a bento that pins the model and can import everything it serves."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import bentoml
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BENTOML = str(Path(sys.executable).parent / "bentoml")
+
+
+def test_bento_pins_the_model_and_carries_the_library(default_model, tmp_path):
+    env = {**os.environ, "PYRAMIDNET_MODEL": str(default_model.tag)}
+    built = subprocess.run([BENTOML, "build", "-o", "tag"], cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
+    assert built.returncode == 0, built.stderr[-3000:]
+    tag = built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    bento = Path(bentoml.get(tag).path)
+
+    manifest = yaml.safe_load((bento / "bento.yaml").read_text())
+    service_models = {m["tag"] for s in manifest["services"] for m in s["models"]}
+    assert service_models == {str(default_model.tag)}
+
+    src = bento / "src"
+    assert (src / "service.py").is_file()
+    assert {p.name for p in (src / "model_store").glob("*.py")} >= {"__init__.py", "architecture.py", "imaging.py"}
+    assert not (src / "tests").exists()
+    requirements = (bento / "env" / "python" / "requirements.txt").read_text()
+    assert "torch==" in requirements and "bentoml==" in requirements
+
+    # Inside the bento, `model_store` resolves to the bento's own copy and service.py imports.
+    probe = "import model_store, service; print(model_store.__file__); print(service.PyramidNetClassifier.name)"
+    imported = subprocess.run([sys.executable, "-c", probe], cwd=src, env=env, capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+    assert imported.returncode == 0, imported.stderr[-3000:]
+    module_file, service_name = imported.stdout.split()[-2:]
+    assert Path(module_file).is_relative_to(src) and service_name == "pyramidnet_classifier"
