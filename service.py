@@ -32,6 +32,8 @@ from model_store.schemas import BatchingLimits
 
 settings = Settings()
 log = logging.getLogger("pyramidnet")
+for name in ("pyramidnet", "model_store"):  # BentoML shows only its own INFO lines by default
+    logging.getLogger(name).setLevel(logging.INFO)
 UNTRAINED_WARNING = "this model has untrained random-init weights: its predictions are meaningless"
 
 

@@ -76,6 +76,7 @@ class Server:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
+    log_when_ready: str = ""  # what the server had logged when /readyz first answered 200
 
     def metrics(self) -> str:
         return httpx.get(f"{self.url}/metrics", timeout=10).text
@@ -106,6 +107,7 @@ def start_server(tag: str, log: Path, **settings: str) -> Server:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         if server.is_ready():
+            server.log_when_ready = log.read_text()
             return server
         time.sleep(0.5)
     stop_server(server)

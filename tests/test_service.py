@@ -36,6 +36,11 @@ def batch_histogram(server: Server) -> dict[float, float]:
     return {float(le): float(n) for le, n in re.findall(pattern, server.metrics())}
 
 
+def test_ready_only_after_the_model_is_loaded_and_warm(server):
+    assert "warmed up" in server.log_when_ready
+    assert "untrained random-init weights" in server.log_when_ready  # the log says so plainly
+
+
 def test_readiness_and_liveness(server):
     for probe in ("/readyz", "/livez", "/healthz"):
         assert httpx.get(server.url + probe).status_code == 200
