@@ -7,41 +7,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from pathlib import Path
 
 import bentoml
 import numpy as np
+from bentoml.exceptions import BentoMLException
 from starlette.responses import JSONResponse
 
-from model_store import (
-    ClientError,
-    ModelInfo,
-    Prediction,
-    Settings,
-    TooManyImages,
-    decode_image,
-    load_classifier,
-    preprocess_batch,
-    read_spec,
-    to_predictions,
-)
-from model_store.errors import error_body
-from model_store.middleware import ErrorContract
-from model_store.schemas import BatchingLimits
+from model_store import ApiError, ModelInfo, Prediction, Settings, TooManyImages, decode_image, load_classifier
+from model_store import preprocess_batch, read_spec, to_predictions
+from model_store.errors import Internal, Overloaded, error_body
+from model_store.logs import configure_logging
+from model_store.middleware import ApiEdge
+from model_store.shutdown import DrainBeforeExit
+from model_store.schemas import BatchingLimits, InputLimits
 
 settings = Settings()
+configure_logging()
 log = logging.getLogger("pyramidnet")
-for name in ("pyramidnet", "model_store"):  # BentoML shows only its own INFO lines by default
-    logging.getLogger(name).setLevel(logging.INFO)
 UNTRAINED_WARNING = "this model has untrained random-init weights: its predictions are meaningless"
+API_WORKERS = (os.cpu_count() or 1) if settings.api_workers == "cpu_count" else settings.api_workers
+# BentoML's own traffic timeout answers outside the error contract: ApiEdge answers first.
+FRAMEWORK_TIMEOUT_S = settings.timeout_s + 30
 
 
 @bentoml.service(
     name="pyramidnet_runner",
     resources={"gpu": 1},
     workers=1,
-    traffic={"timeout": settings.timeout_s},
+    traffic={"timeout": FRAMEWORK_TIMEOUT_S},
+    logging={"access": {"enabled": False}},  # internal calls; the API logs each request
     # The API's client renews its connection every 100 requests and closes the old one under
     # in-flight requests (BentoML issue 5540): sporadic 500s under load. Never renew.
     runner_connection={"max_requests": 2**62, "max_age": 1e12},
@@ -57,13 +54,23 @@ class PyramidNetRunner:
             log.warning("%s: %s", self.classifier.tag, UNTRAINED_WARNING)
         self._warm = threading.Event()
         threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
+        self.drain = DrainBeforeExit(max_s=settings.timeout_s)
+        self.drain.install()
 
     def _warm_up(self) -> None:
         self.classifier.warm_up([1, settings.max_batch_size])
         self._warm.set()
 
     def __is_ready__(self) -> bool:
-        return self._warm.is_set()
+        """Warm, and the last forward passes did not all fail (a failing device re-tests on each probe)."""
+        if not self._warm.is_set():
+            return False
+        if not self.classifier.healthy:
+            try:
+                self.classifier.warm_up([1])
+            except Exception:
+                log.exception("runner still unhealthy after %d failed batches", self.classifier.consecutive_failures)
+        return self.classifier.healthy
 
     @bentoml.api(
         batchable=True,
@@ -73,7 +80,11 @@ class PyramidNetRunner:
     )
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, 3, 32, 32) normalised images -> float32 (N, 10) probabilities."""
-        return self.classifier.predict_proba(batch)
+        self.drain.touch()
+        try:
+            return self.classifier.predict_proba(batch)
+        finally:
+            self.drain.touch()
 
     @bentoml.api
     def device(self) -> str:
@@ -83,7 +94,12 @@ class PyramidNetRunner:
 @bentoml.service(
     name="pyramidnet_classifier",
     workers=settings.api_workers,
-    traffic={"timeout": settings.timeout_s},
+    traffic={"timeout": FRAMEWORK_TIMEOUT_S},
+    logging={"access": {"enabled": False}},  # ApiEdge writes one JSON line per request instead
+    http={"cors": {"enabled": bool(settings.cors_origins), "access_control_allow_origins": list(settings.cors_origins),
+                   "access_control_allow_methods": ["GET", "POST", "OPTIONS"],
+                   "access_control_allow_headers": ["Authorization", "X-API-Key", "X-Request-ID", "Content-Type"],
+                   "access_control_expose_headers": ["X-Request-ID", "Retry-After"]}},  # fmt: skip
 )
 class PyramidNetClassifier:
     """Typed image endpoints: decode and preprocess here, only the float batch goes to the runner."""
@@ -101,7 +117,7 @@ class PyramidNetClassifier:
         """Classify one image (multipart field `image`)."""
         try:
             return (await self._classify([image]))[0]
-        except ClientError as e:
+        except ApiError as e:
             return _error(e)
 
     @bentoml.api(route="/classify_batch")
@@ -113,7 +129,7 @@ class PyramidNetClassifier:
                     f"{len(images)} images in one request; the limit is {settings.max_images_per_request}"
                 )
             return await self._classify(images)
-        except ClientError as e:
+        except ApiError as e:
             return _error(e)
 
     @bentoml.api(route="/model_info")
@@ -136,13 +152,20 @@ class PyramidNetClassifier:
             batching=BatchingLimits(
                 max_batch_size=settings.max_batch_size,
                 max_latency_ms=settings.max_latency_ms,
-                max_images_per_request=settings.max_images_per_request,
+                max_queued_images=settings.max_queued_images,
             ),
+            limits=InputLimits.from_settings(settings),
         )
 
     async def _classify(self, paths: list[Path]) -> list[Prediction]:
         batch = await asyncio.to_thread(self._prepare, paths)
-        probabilities = await self.runner.to_async.predict(batch)
+        try:
+            probabilities = await self.runner.to_async.predict(batch)
+        except BentoMLException as e:
+            if e.error_code == 503:  # the runner's batcher shed it: it would miss the latency budget
+                raise Overloaded("the model is at capacity; retry shortly") from None
+            log.exception("runner failed on a batch of %d", len(batch))
+            raise Internal("inference failed") from None
         return to_predictions(probabilities, self.spec, self.tag)
 
     def _prepare(self, paths: list[Path]) -> np.ndarray:
@@ -150,18 +173,24 @@ class PyramidNetClassifier:
         images = []
         for i, path in enumerate(paths):
             try:
-                images.append(decode_image(path, max_pixels=settings.max_image_pixels))
-            except ClientError as e:
+                images.append(
+                    decode_image(path, max_pixels=settings.max_image_pixels, formats=settings.allowed_formats)
+                )
+            except ApiError as e:
                 raise type(e)(f"images[{i}]: {e}" if len(paths) > 1 else str(e)) from None
         return preprocess_batch(images, self.spec)
 
 
-def _error(e: ClientError) -> JSONResponse:
+def _error(e: ApiError) -> JSONResponse:
     return JSONResponse(error_body(e.code, str(e)), status_code=e.status)
 
 
 PyramidNetClassifier.add_asgi_middleware(
-    ErrorContract,
+    ApiEdge,
     file_fields={api.route: set(api.input_spec.multipart_fields) for api in PyramidNetClassifier.apis.values()},
+    api_keys=settings.keys(),
     max_request_bytes=settings.max_request_bytes,
+    max_file_bytes=settings.max_file_bytes,
+    max_queued_images=max(1, settings.max_queued_images // API_WORKERS),
+    timeout_s=settings.timeout_s,
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .architecture import PyramidNet, pyramidnet
 from .checkpoint import Checkpoint, CheckpointError, UnsafeCheckpointError, read_checkpoint
-from .errors import ClientError, ImageTooLarge, InvalidImage, TooManyImages, ValidationFailed
+from .errors import ApiError, ImageTooLarge, InvalidImage, TooManyImages, UnsupportedMediaType, ValidationFailed
 from .imaging import decode_image, preprocess, preprocess_batch
 from .inference import Classifier, resolve_device
 from .registry import (
@@ -28,7 +28,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "Classifier",
-    "ClientError",
+    "ApiError",
     "ErrorResponse",
     "ImageTooLarge",
     "InvalidImage",
@@ -40,6 +40,7 @@ __all__ = [
     "Settings",
     "TooManyImages",
     "UnsafeCheckpointError",
+    "UnsupportedMediaType",
     "ValidationFailed",
     "decode_image",
     "embedded_default",

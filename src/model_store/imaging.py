@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageTooLarge, InvalidImage
+from .errors import ApiError, ImageTooLarge, InvalidImage, UnsupportedMediaType
 from .spec import ModelSpec
 
 _RESAMPLING = {
@@ -20,33 +20,53 @@ _RESAMPLING = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
+# decode_image enforces its own pixel limit; PIL's warning over ~89 Mpx would only repeat it.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 # Transparent pixels become white: the usual rendering of a transparent image for a viewer.
 _BACKGROUND = (255, 255, 255)
 
 
-def decode_image(source: bytes | Path, *, max_pixels: int) -> Image.Image:
-    """Open and fully decode an image, refusing anything larger than `max_pixels` before decoding."""
+def decode_image(source: bytes | Path, *, max_pixels: int, formats: Collection[str] | None = None) -> Image.Image:
+    """Open and decode an image judged by its bytes alone.
+
+    `formats` (PIL names, e.g. {"JPEG", "PNG"}) limits the decoders tried; an image of another
+    known format is UnsupportedMediaType, bytes no decoder recognises are InvalidImage. The pixel
+    count is checked from the header, before anything is decoded. Of an animated or multi-page
+    image only the first frame is used.
+    """
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    allowed = sorted(formats) if formats is not None else None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageTooLarge(
-                    f"image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}"
-                )
-            image.load()
+        image = Image.open(io.BytesIO(data), formats=allowed)
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageTooLarge(f"image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}")
+        image.load()  # the first frame only
     except ImageTooLarge:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         # PIL's own bomb check (over ~179 Mpx) fires inside Image.open, before ours can run.
         raise ImageTooLarge(f"image has far more pixels than the limit of {max_pixels:,}") from None
     except UnidentifiedImageError:
-        raise InvalidImage("not an image in a recognised format") from None
+        raise _unrecognised(data, allowed) from None
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...
         raise InvalidImage(f"not a decodable image: {_describe(e)}") from None
     return image
+
+
+def _unrecognised(data: bytes, allowed: list[str] | None) -> ApiError:
+    """Why no allowed decoder took these bytes: a format we refuse, markup, or not an image."""
+    accepted = f"accepted formats: {', '.join(allowed)}" if allowed else ""
+    if data.lstrip()[:1] == b"<":
+        return UnsupportedMediaType(f"markup (SVG, XML or HTML) is not an accepted image; {accepted}".rstrip("; "))
+    if allowed is not None:
+        try:
+            with Image.open(io.BytesIO(data)) as other:
+                return UnsupportedMediaType(f"{other.format} images are not accepted; {accepted}")
+        except Exception:
+            pass
+    return InvalidImage("not an image in a recognised format")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

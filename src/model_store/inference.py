@@ -26,7 +26,13 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 class Classifier:
-    """An eval-mode network with the spec and store metadata it came with."""
+    """An eval-mode network with the spec and store metadata it came with.
+
+    It keeps count of forward passes that failed in a row: `healthy` turns False after
+    `FAILURES_BEFORE_UNHEALTHY` of them and True again after the next success.
+    """
+
+    FAILURES_BEFORE_UNHEALTHY = 3
 
     def __init__(
         self, module: nn.Module, spec: ModelSpec, *, tag: str, metadata: dict[str, Any], device: torch.device
@@ -36,20 +42,44 @@ class Classifier:
         self.tag = tag
         self.metadata = metadata
         self.device = device
+        self.consecutive_failures = 0
+
+    @property
+    def healthy(self) -> bool:
+        return self.consecutive_failures < self.FAILURES_BEFORE_UNHEALTHY
 
     @property
     def trained(self) -> bool:
         return bool(self.metadata.get("trained", False))
 
-    @torch.inference_mode()
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, 3, S, S) normalised input -> float32 (N, num_classes) softmax probabilities."""
         size = self.spec.input_size
         if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
             raise ValueError(f"expected a (N, 3, {size}, {size}) batch, got {batch.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-        logits = self.module(x)
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+        try:
+            probabilities = self._forward(np.ascontiguousarray(batch, dtype=np.float32))
+        except Exception:
+            self.consecutive_failures += 1
+            raise
+        self.consecutive_failures = 0
+        return probabilities
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """One forward pass; on out-of-memory, the two halves separately (down to one image)."""
+        try:
+            with torch.inference_mode():
+                logits = self.module(torch.from_numpy(batch).to(self.device))
+                return torch.softmax(logits.float(), dim=1).cpu().numpy()
+        except torch.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            half = len(batch) // 2
+            log.warning("out of memory on a batch of %d on %s; retrying as %d + %d",
+                        len(batch), self.device, half, len(batch) - half)  # fmt: skip
+            return np.concatenate([self._forward(batch[:half]), self._forward(batch[half:])])
 
     def warm_up(self, batch_sizes: Iterable[int]) -> None:
         """Run each batch size once so the first real request does not pay for lazy initialisation."""

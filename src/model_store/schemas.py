@@ -20,8 +20,32 @@ class Prediction(BaseModel):
 
 class BatchingLimits(BaseModel):
     max_batch_size: int = Field(description="most images the runner puts through the model at once")
-    max_latency_ms: int = Field(description="longest a request may wait in the runner's queue")
+    max_latency_ms: int = Field(description="the runner batcher's latency budget")
+    max_queued_images: int = Field(description="images admitted at once over all API workers; more are shed")
+
+
+class InputLimits(BaseModel):
+    max_request_bytes: int
+    max_file_bytes: int
+    max_image_pixels: int = Field(description="width x height; larger images are refused before decoding")
     max_images_per_request: int = Field(description="most files one /classify_batch request may carry")
+    allowed_formats: list[str] = Field(description="decided from the bytes, not the name or content type")
+    multi_frame: str = Field("first_frame", description="animated or multi-page images: only the first frame is classified")
+    url_inputs: bool = Field(False, description="URLs in place of files are refused; upload the bytes")
+    timeout_s: float
+    auth_required: bool
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> InputLimits:
+        return cls(
+            max_request_bytes=settings.max_request_bytes,
+            max_file_bytes=settings.max_file_bytes,
+            max_image_pixels=settings.max_image_pixels,
+            max_images_per_request=settings.max_images_per_request,
+            allowed_formats=list(settings.allowed_formats),
+            timeout_s=settings.timeout_s,
+            auth_required=bool(settings.keys()),
+        )
 
 
 class ModelInfo(BaseModel):
@@ -37,6 +61,7 @@ class ModelInfo(BaseModel):
     source_sha256: str
     device: str
     batching: BatchingLimits
+    limits: InputLimits
 
 
 class ErrorDetail(BaseModel):
@@ -46,6 +71,7 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+    request_id: str = Field(description="the request's X-Request-ID, also in the response headers and logs")
 
 
 def to_predictions(probabilities: np.ndarray, spec: ModelSpec, tag: str) -> list[Prediction]:

@@ -2,28 +2,64 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .registry import DEFAULT_MODEL_NAME
+
+CommaList = Annotated[tuple[str, ...], NoDecode]
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PYRAMIDNET_", frozen=True)
 
+    # What is served, and where.
     model: str = Field(f"{DEFAULT_MODEL_NAME}:latest", description="model store tag to serve")
     device: str = Field("auto", description="auto (CUDA if visible, else CPU), cpu, cuda or cuda:N")
-    # CPU, 2 cores: offline throughput plateaus from batch 32 (80 img/s; 64 is no faster and twice
-    # as slow per batch); a 1000 ms budget served concurrency 32 with no shedding, p99 0.77 s, while
-    # 300 ms shed a third of the requests. See README, "Batching".
-    max_batch_size: Annotated[int, Field(ge=1)] = 32
-    max_latency_ms: Annotated[int, Field(ge=1)] = 1000
-    max_images_per_request: Annotated[int, Field(ge=1)] = 64
-    max_request_bytes: Annotated[int, Field(ge=1)] = 32 * 1024 * 1024
-    max_image_pixels: Annotated[int, Field(ge=1)] = 25_000_000
     api_workers: Annotated[int, Field(ge=1)] | Literal["cpu_count"] = Field(
         "cpu_count", description="API worker processes; cpu_count lets BentoML use one per core"
     )
-    timeout_s: Annotated[int, Field(ge=1)] = 60
+
+    # Batching. CPU, 2 cores: offline throughput plateaus from batch 32 (80 img/s; 64 is no faster
+    # and twice as slow per batch); a 1000 ms budget served concurrency 32 with no shedding,
+    # p99 0.77 s, while 300 ms shed a third of the requests. See README, "Batching".
+    max_batch_size: Annotated[int, Field(ge=1)] = 32
+    max_latency_ms: Annotated[int, Field(ge=1)] = 1000
+
+    # Load shedding and time limits.
+    max_queued_images: Annotated[int, Field(ge=1)] = Field(
+        64, description="images admitted at once over all API workers; more are shed with 503 OVERLOADED"
+    )
+    timeout_s: Annotated[float, Field(gt=0)] = Field(60, description="answer 504 TIMEOUT after this long")
+
+    # Input limits.
+    max_request_bytes: Annotated[int, Field(ge=1)] = 32 * 1024 * 1024
+    max_file_bytes: Annotated[int, Field(ge=1)] = 8 * 1024 * 1024
+    max_image_pixels: Annotated[int, Field(ge=1)] = 25_000_000
+    max_images_per_request: Annotated[int, Field(ge=1)] = 64
+    allowed_formats: CommaList = ("BMP", "GIF", "JPEG", "PNG", "TIFF", "WEBP")
+
+    # Access.
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field((), description="comma-separated; empty: no auth")
+    api_keys_file: Path | None = Field(None, description="one key per line; combined with api_keys")
+    cors_origins: CommaList = Field((), description="origins allowed by CORS; empty: CORS off")
+
+    @field_validator("allowed_formats", "cors_origins", "api_keys", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
+
+    @field_validator("allowed_formats")
+    @classmethod
+    def _upper(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(sorted({v.upper() for v in value}))
+
+    def keys(self) -> list[bytes]:
+        """Every accepted API key; none means authentication is off."""
+        keys = [k.get_secret_value() for k in self.api_keys]
+        if self.api_keys_file is not None:
+            keys += [line.strip() for line in self.api_keys_file.read_text().splitlines() if line.strip()]
+        return [k.encode() for k in keys]
