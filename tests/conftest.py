@@ -126,10 +126,10 @@ def stop_server(server: Server) -> None:
 @pytest.fixture(scope="session")
 def server(default_model: bentoml.Model, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The service serving the registered default, as a user would run it."""
-    # A generous latency budget: these tests are about answers, not load shedding, and must not
-    # depend on how fast the machine running them is.
+    # Generous shedding limits: these tests are about answers, not load shedding (the reliability
+    # tests have their own server for that), and must not depend on the machine's speed.
     log = tmp_path_factory.mktemp("server") / "serve.log"
-    srv = start_server(str(default_model.tag), log, max_latency_ms="20000")
+    srv = start_server(str(default_model.tag), log, max_latency_ms="20000", max_queued_images="1024")
     yield srv
     stop_server(srv)
 

@@ -54,7 +54,9 @@ def test_model_info_says_what_is_served(client, offline):
     assert info["input_size"] == 32 and info["parameters"] == 1_772_706
     assert info["preprocessing"]["mean"] == [0.4914, 0.4822, 0.4465]
     assert info["device"] == "cpu"
-    assert info["batching"]["max_images_per_request"] == 64
+    assert info["batching"] == {"max_batch_size": 32, "max_latency_ms": 20000, "max_queued_images": 1024}
+    assert info["limits"]["max_images_per_request"] == 64 and info["limits"]["url_inputs"] is False
+    assert info["limits"]["allowed_formats"] == ["BMP", "GIF", "JPEG", "PNG", "TIFF", "WEBP"]
 
 
 def test_classify_matches_the_offline_model(client, offline, sample_jpegs):
@@ -107,45 +109,8 @@ def test_python_client_accepts_pil_images_opened_from_files(client, offline, sam
     assert np.abs(served_probabilities([result])[0] - expected).max() < PARITY
 
 
-def post(server: Server, route: str, **kwargs) -> httpx.Response:
-    return httpx.post(server.url + route, timeout=60, **kwargs)
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    image.save(buf, "PNG")
-    return buf.getvalue()
-
-
-BAD_UPLOADS = {
-    "empty-file": ("/classify", {"files": {"image": ("a.jpg", b"", "image/jpeg")}}, 400, "INVALID_IMAGE"),
-    "text-as-image": ("/classify", {"files": {"image": ("a.jpg", b"hello", "image/jpeg")}}, 400, "INVALID_IMAGE"),
-    "random-bytes": ("/classify", {"files": {"image": ("a.png", bytes(range(256)) * 8, "image/png")}}, 400, "INVALID_IMAGE"),
-    "truncated-png": ("/classify", {"files": {"image": ("a.png", png_bytes(Image.new("RGB", (32, 32)))[:60], "image/png")}}, 400, "INVALID_IMAGE"),
-    "wrong-field-name": ("/classify", {"files": {"img": ("a.png", png_bytes(Image.new("RGB", (32, 32))), "image/png")}}, 400, "VALIDATION_ERROR"),
-    "missing-field": ("/classify", {"data": {"note": "x"}, "files": {"other": ("a", b"x", "text/plain")}}, 400, "VALIDATION_ERROR"),
-    "url-instead-of-file": ("/classify", {"data": {"image": "http://127.0.0.1:1/x.png"}, "files": {"x": ("a", b"", "text/plain")}}, 400, "VALIDATION_ERROR"),
-    "non-multipart-body": ("/classify", {"content": b"\xff\xfe", "headers": {"content-type": "application/octet-stream"}}, 400, "VALIDATION_ERROR"),
-    "json-url": ("/classify", {"json": {"image": "http://127.0.0.1:1/x.png"}}, 400, "VALIDATION_ERROR"),
-    "batch-with-one-bad": ("/classify_batch", {"files": [("images", ("a.png", png_bytes(Image.new("RGB", (32, 32))), "image/png")), ("images", ("b.png", b"nope", "image/png"))]}, 400, "INVALID_IMAGE"),
-    "too-many-images": ("/classify_batch", {"files": [("images", ("a.png", png_bytes(Image.new("RGB", (32, 32))), "image/png"))] * 65}, 413, "TOO_MANY_IMAGES"),
-}  # fmt: skip
-
-
-@pytest.mark.parametrize("case", BAD_UPLOADS.values(), ids=BAD_UPLOADS.keys())
-def test_bad_uploads_get_a_4xx_with_a_code(server, case):
-    route, kwargs, status, code = case
-    response = post(server, route, **kwargs)
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["error"]["code"] == code and body["error"]["message"]
-    assert server.is_ready()
-
-
 def test_wrong_declared_content_type_is_judged_by_the_bytes(server, sample_jpegs):
-    response = post(server, "/classify", files={"image": ("cat.txt", sample_jpegs[0].read_bytes(), "text/plain")})
+    response = httpx.post(server.url + "/classify", files={"image": ("cat.txt", sample_jpegs[0].read_bytes(), "text/plain")})
     assert response.status_code == 200 and response.json()["label"] in CIFAR10_CLASSES
 
 
