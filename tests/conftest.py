@@ -97,7 +97,17 @@ def free_port() -> int:
 def start_server(tag: str, log: Path, **settings: str) -> Server:
     """`bentoml serve` on a free port with PYRAMIDNET_* settings; returns once /readyz answers 200."""
     port = free_port()
-    env = {**os.environ, "PYRAMIDNET_MODEL": tag, **{f"PYRAMIDNET_{k.upper()}": v for k, v in settings.items()}}
+    # Its own BENTOML_HOME sharing the test model store: `bentoml serve` wipes the Prometheus
+    # directory under its home on start, which would blank the metrics of a server beside it.
+    home = log.parent / f"bentoml-home-{port}"
+    home.mkdir()
+    (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(home),
+        "PYRAMIDNET_MODEL": tag,
+        **{f"PYRAMIDNET_{k.upper()}": v for k, v in settings.items()},
+    }
     cmd = [sys.executable, "-m", "bentoml", "serve", "service:PyramidNetClassifier", "--host", "127.0.0.1",
            "--port", str(port)]  # fmt: skip
     process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)

@@ -103,6 +103,8 @@ class ApiEdge:
         try:
             self._authenticate(scope, headers)
             if scope["path"] in self.file_fields and scope["method"] == "POST":
+                if self.file_fields[scope["path"]]:
+                    self._shed_if_full(1)  # before reading the body: shedding must stay cheap
                 body = await self._read_body(receive)
                 if self.file_fields[scope["path"]]:
                     images = await self._check_form(scope, body)
@@ -191,11 +193,15 @@ class ApiEdge:
         finally:
             await form.close()
 
+    def _shed_if_full(self, cost: int) -> None:
+        """Overloaded unless `cost` more images fit the queue (one request is always let in when idle)."""
+        if self.in_flight and self.in_flight + cost > self.max_queued_images:
+            raise Overloaded(f"the service is at capacity ({self.max_queued_images} images queued); retry shortly")
+
     async def _admit(self, scope: Scope, receive: Receive, exchange: _Exchange, images: int) -> None:
         """Admit while the images in flight fit the queue, else shed at once; then bound the time."""
         cost = max(images, 1)
-        if self.in_flight and self.in_flight + cost > self.max_queued_images:
-            raise Overloaded(f"the service is at capacity ({self.max_queued_images} images queued); retry shortly")
+        self._shed_if_full(cost)
         self.in_flight += cost
         try:
             await asyncio.wait_for(self.app(scope, receive, exchange), self.timeout_s)
