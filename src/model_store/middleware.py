@@ -252,10 +252,15 @@ class _Exchange:
 
     async def _respond(self, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]]) -> None:
         self.status, self.error_code = status, code
-        body = json.dumps(error_body(code, message, self.request_id)).encode()
         kept = [(k, v) for k, v in headers if k.lower() not in {b"content-length", b"content-type"}]
-        if status in (429, 503) and not any(k.lower() == b"retry-after" for k, _ in kept):
-            kept.append((b"retry-after", b"1"))
+        retry_after = next((v for k, v in kept if k.lower() == b"retry-after"), None)
+        if status in (429, 503) and retry_after is None:
+            retry_after = b"1"
+            kept.append((b"retry-after", retry_after))
+        payload = error_body(code, message, self.request_id)
+        if retry_after is not None:  # also in the body, for clients that do not expose headers
+            payload["error"]["retry_after"] = int(retry_after)
+        body = json.dumps(payload).encode()
         kept += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await self._send({"type": "http.response.start", "status": status, "headers": self._headers(kept)})
         await self._send({"type": "http.response.body", "body": body})

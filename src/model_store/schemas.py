@@ -68,6 +68,7 @@ class ModelInfo(BaseModel):
 class ErrorDetail(BaseModel):
     code: str = Field(description="stable UPPER_SNAKE machine-readable code")
     message: str = Field(description="a sentence for humans")
+    retry_after: int | None = Field(None, description="seconds to wait before retrying (shed requests only)")
 
 
 class ErrorResponse(BaseModel):

@@ -1,0 +1,85 @@
+"""The front door cannot rot: the commands and client code that README and the API reference
+show are run against a real server, and the outputs they claim are checked."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from model_store import embedded_default
+
+pytestmark = pytest.mark.server
+REPO = Path(__file__).resolve().parents[1]
+DOCS = [REPO / "README.md", REPO / "docs" / "api.md"]
+SKIP = ("make ", "bench/", "<key>")  # the set-up commands run in CI itself; benchmarks are not tests
+
+
+def blocks(path: Path, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", path.read_text(), flags=re.S)
+
+
+@pytest.fixture
+def workdir(tmp_path, sample_jpegs) -> Path:
+    """A stand-in for /tmp/test (a few CIFAR-10 test images) and a checkpoint to register."""
+    images = tmp_path / "test"
+    for src in sample_jpegs[:20]:
+        (images / src.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, images / src.parent.name / src.name)
+    torch.save({"model_state_dict": embedded_default().state_dict, "epoch": 187, "best_val_acc": 94.12},
+               tmp_path / "best_pyramidnet_model.pth")  # fmt: skip
+    return tmp_path
+
+
+def localize(text: str, server_url: str, workdir: Path) -> str:
+    return (
+        text.replace("http://127.0.0.1:3000", server_url)
+        .replace("/tmp/test", str(workdir / "test"))
+        .replace(".venv/bin/python scripts/", f"{sys.executable} {REPO}/scripts/")
+    )
+
+
+def shell_commands() -> list[tuple[str, str]]:
+    out = []
+    for doc in DOCS:
+        for block in blocks(doc, "bash"):
+            for line in block.splitlines():
+                command = line.split("  #")[0].strip()
+                if command and not command.startswith("#") and not any(s in command for s in SKIP):
+                    out.append((doc.name, command))
+    return out
+
+
+@pytest.mark.parametrize(("doc", "command"), shell_commands(), ids=lambda v: v[:60] if isinstance(v, str) else v)
+def test_shell_commands_in_the_docs_work(server, workdir, doc, command):
+    result = subprocess.run(localize(command, server.url, workdir), shell=True, cwd=workdir, capture_output=True,
+                            text=True, timeout=600)  # fmt: skip
+    assert result.returncode in (0, 1) if "classify_dir" in command else result.returncode == 0, result.stderr
+    if command.startswith("curl"):
+        body = json.loads(result.stdout)
+        bad_input = "/etc/hostname" in command
+        assert ("error" in body) == bad_input, result.stdout
+    if "save_model" in command:
+        assert "94.12" in result.stdout and "1,772,706" in result.stdout
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda d: d.name)
+def test_python_examples_print_what_the_docs_say(server, workdir, doc):
+    for code in blocks(doc, "python"):
+        expected = [m[1].strip() for m in re.finditer(r"^\s*print\(.*\)\s*#\s*(.*)$", code, flags=re.M)]
+        prints = re.findall(r"^\s*print\(.*$", code, flags=re.M)
+        result = subprocess.run([sys.executable, "-c", localize(code, server.url, workdir)], capture_output=True,
+                                text=True, timeout=300)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        printed = result.stdout.splitlines()
+        assert len(printed) == len(prints)
+        for line, out in zip(prints, printed, strict=True):
+            if "#" in line:
+                assert out == line.split("#", 1)[1].strip(), f"{doc.name}: {line.strip()} printed {out!r}"
+        assert expected  # every example shows at least one output
