@@ -30,6 +30,10 @@ def test_bento_pins_the_model_and_carries_the_library(default_model, tmp_path):
     assert (src / "service.py").is_file()
     assert {p.name for p in (src / "model_store").glob("*.py")} >= {"__init__.py", "architecture.py", "imaging.py"}
     assert not (src / "tests").exists()
+    dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()
+    healthcheck = next(line for line in dockerfile.splitlines() if line.startswith("HEALTHCHECK"))
+    assert "--start-period=" in healthcheck and "--timeout=" in healthcheck
+    assert "/readyz" in dockerfile.split("HEALTHCHECK", 1)[1] and "curl" not in healthcheck
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()
     assert "torch==" in requirements and "bentoml==" in requirements
 

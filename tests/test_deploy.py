@@ -4,8 +4,6 @@ Kubernetes schemas (strict: unknown fields fail), and the pieces refer to each o
 from __future__ import annotations
 
 import copy
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +39,8 @@ def merge(base: Any, patch: Any) -> Any:
 
 
 def render(directory: Path) -> list[dict[str, Any]]:
-    """The resources of a kustomization: its bases, its patches, its image overrides, its labels."""
+    """The resources of a kustomization: its bases, its patches, its image overrides, its labels
+    (the subset of kustomize these manifests use; kustomize itself is not installable here)."""
     kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
     resources: list[dict[str, Any]] = []
     for entry in kustomization.get("resources", []):
@@ -100,11 +99,3 @@ def test_gpu_overlay_asks_for_a_gpu_and_cpu_overlay_does_not():
     assert {"name": "PYRAMIDNET_DEVICE", "value": "cuda"} in gpu["containers"][0]["env"]
     assert "nvidia.com/gpu" not in str(cpu)
     assert gpu["containers"][0]["image"].startswith("registry.example.com/")
-
-
-@pytest.mark.skipif(shutil.which("kustomize") is None, reason="kustomize is not installed on this machine")
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_kustomize_renders_what_the_test_renders(overlay):
-    out = subprocess.run(["kustomize", "build", str(K8S / overlay)], capture_output=True, text=True, check=True)
-    rendered = {(r["kind"], r["metadata"]["name"]): r for r in yaml.safe_load_all(out.stdout) if r}
-    assert rendered == {(r["kind"], r["metadata"]["name"]): r for r in render(K8S / overlay)}
