@@ -16,13 +16,23 @@ import numpy as np
 from bentoml.exceptions import BentoMLException
 from starlette.responses import JSONResponse
 
-from model_store import ApiError, ModelInfo, Prediction, Settings, TooManyImages, decode_image, load_classifier
-from model_store import preprocess_batch, read_spec, to_predictions
+from model_store import (
+    ApiError,
+    ModelInfo,
+    Prediction,
+    Settings,
+    TooManyImages,
+    decode_image,
+    load_classifier,
+    preprocess_batch,
+    read_spec,
+    to_predictions,
+)
 from model_store.errors import Internal, Overloaded, error_body
 from model_store.logs import configure_logging
 from model_store.middleware import ApiEdge
-from model_store.shutdown import DrainBeforeExit
 from model_store.schemas import BatchingLimits, InputLimits
+from model_store.shutdown import DrainBeforeExit
 
 settings = Settings()
 configure_logging()
