@@ -39,11 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
     try:
-        if args.checkpoint is None:
-            checkpoint, trained = embedded_default(), False
-        else:
-            checkpoint, trained = read_checkpoint(args.checkpoint), True
-        model = register(checkpoint, name=args.name, trained=trained, labels=dict(args.label))
+        checkpoint = embedded_default() if args.checkpoint is None else read_checkpoint(args.checkpoint)
+        model = register(checkpoint, name=args.name, labels=dict(args.label))
     except (ValueError, BentoMLException) as e:  # CheckpointError, RegistrationError, bad tag or label
         print(f"save_model: error: {e}", file=sys.stderr)
         return 1
@@ -55,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  parameters  {meta['parameters']:,}")
     if "best_val_acc" in meta:
         print(f"  accuracy    {meta['best_val_acc']} (best_val_acc, epoch {meta.get('epoch', '?')})")
-    if not trained:
+    if not meta["trained"]:
         print("  WARNING     untrained random-init weights: predictions are meaningless "
               "(register a trained checkpoint with --checkpoint)")
     return 0

@@ -62,7 +62,7 @@ def exact_images(cifar10_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def default_model() -> bentoml.Model:
-    return register(embedded_default(), trained=False)
+    return register(embedded_default())  # untrained: no weights are shipped yet
 
 
 @pytest.fixture(scope="session")

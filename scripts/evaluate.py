@@ -1,0 +1,193 @@
+"""Evaluate a model on a folder of labelled images, offline and (optionally) through the service.
+
+    python scripts/evaluate.py --images /tmp/test --model pyramidnet-cifar10:latest --out-dir reports
+    python scripts/evaluate.py --images /tmp/test --checkpoint best_pyramidnet_model.pth
+    python scripts/evaluate.py --images /tmp/test --model pyramidnet-cifar10:latest --url http://127.0.0.1:3000
+
+The folder holds <class>/*.jpg (the class is the folder name, CIFAR-10 names). Offline, the images
+go through the same decode and preprocessing as the service. Reports top-1 and per-class accuracy
+and the expected calibration error; writes confusion.png, reliability.png and report.json. With
+--url the same images are classified over HTTP with the generated client and both accuracies,
+their agreement and the largest probability difference are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from model_store import (  # noqa: E402
+    CIFAR10_CLASSES,
+    Classifier,
+    ModelSpec,
+    decode_image,
+    load_classifier,
+    preprocess_batch,
+    read_checkpoint,
+    resolve_device,
+)
+from model_store.checkpoint import check_compatible  # noqa: E402
+
+BATCH = 256
+ECE_BINS = 15
+
+
+def labelled_images(root: Path, limit_per_class: int | None) -> tuple[list[Path], np.ndarray]:
+    paths, labels = [], []
+    for label, name in enumerate(CIFAR10_CLASSES):
+        files = sorted((root / name).glob("*.jpg"))[:limit_per_class]
+        paths += files
+        labels += [label] * len(files)
+    if not paths:
+        raise SystemExit(f"evaluate: error: no images under {root}/<class>/*.jpg")
+    return paths, np.asarray(labels)
+
+
+def classifier_from_checkpoint(path: Path, device: str) -> Classifier:
+    checkpoint = read_checkpoint(path)
+    spec = ModelSpec()
+    module = spec.build()
+    check_compatible(module, checkpoint.state_dict)
+    module.load_state_dict(checkpoint.state_dict, strict=True)
+    metadata = {"epoch": checkpoint.epoch, "best_val_acc": checkpoint.best_val_acc}
+    return Classifier(module, spec, tag=str(path), metadata=metadata, device=resolve_device(device))
+
+
+def offline_probabilities(model: Classifier, paths: list[Path]) -> np.ndarray:
+    out = []
+    for i in tqdm(range(0, len(paths), BATCH), desc="offline", unit="batch"):
+        images = [decode_image(p, max_pixels=10**8) for p in paths[i : i + BATCH]]
+        out.append(model.predict_proba(preprocess_batch(images, model.spec)))
+    return np.concatenate(out)
+
+
+def served_probabilities(url: str, paths: list[Path], classes: tuple[str, ...]) -> np.ndarray:
+    import bentoml
+
+    out = []
+    with bentoml.SyncHTTPClient(url, timeout=300) as client:
+        for i in tqdm(range(0, len(paths), 32), desc="service", unit="batch"):
+            results = client.classify_batch(images=paths[i : i + 32])
+            out += [[r["probabilities"][c] for c in classes] for r in results]
+    return np.asarray(out)
+
+
+def calibration(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, list[dict]]:
+    """Expected calibration error over equal-width confidence bins, and the bins themselves."""
+    confidence = probabilities.max(1)
+    correct = probabilities.argmax(1) == labels
+    edges = np.linspace(0, 1, ECE_BINS + 1)
+    bins, ece = [], 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        members = (confidence > lo) & (confidence <= hi)
+        if members.any():
+            accuracy, mean_conf = correct[members].mean(), confidence[members].mean()
+            ece += members.mean() * abs(accuracy - mean_conf)
+            bins.append({"low": lo, "high": hi, "count": int(members.sum()), "accuracy": float(accuracy),
+                         "confidence": float(mean_conf)})  # fmt: skip
+    return float(ece), bins
+
+
+def plot_confusion(matrix: np.ndarray, classes: tuple[str, ...], path: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(7, 6))
+    shown = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    ax.imshow(shown, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    for (row, col), count in np.ndenumerate(matrix):
+        ax.text(col, row, str(count), ha="center", va="center", fontsize=7,
+                color="white" if shown[row, col] > 0.5 else "black")  # fmt: skip
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_reliability(bins: list[dict], ece: float, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    centers = [(b["low"] + b["high"]) / 2 for b in bins]
+    ax.bar(centers, [b["accuracy"] for b in bins], width=1 / ECE_BINS, alpha=0.7, edgecolor="black", label="accuracy")
+    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", color="C3", label="per bin")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"reliability (ECE {ece * 100:.2f} %)")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=Path, required=True, help="folder of <class>/*.jpg")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", default="pyramidnet-cifar10:latest", help="model store tag")
+    source.add_argument("--checkpoint", type=Path, help="a training checkpoint instead of a stored model")
+    parser.add_argument("--url", help="also classify through the service at this URL")
+    parser.add_argument("--out-dir", type=Path, default=Path("reports"))
+    parser.add_argument("--limit-per-class", type=int)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+
+    model = (classifier_from_checkpoint(args.checkpoint, args.device) if args.checkpoint
+             else load_classifier(args.model, args.device))  # fmt: skip
+    paths, labels = labelled_images(args.images, args.limit_per_class)
+    probabilities = offline_probabilities(model, paths)
+    predicted = probabilities.argmax(1)
+    classes = model.spec.classes
+    matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    np.add.at(matrix, (labels, predicted), 1)
+    ece, bins = calibration(probabilities, labels)
+    report = {
+        "model": model.tag,
+        "images": len(paths),
+        "folder": str(args.images),
+        "top1": float((predicted == labels).mean() * 100),
+        "per_class": {c: float(matrix[i, i] / max(matrix[i].sum(), 1) * 100) for i, c in enumerate(classes)},
+        "ece": ece,
+        "confusion": matrix.tolist(),
+        "reliability": bins,
+    }
+    if args.url:
+        served = served_probabilities(args.url, paths, classes)
+        report["service"] = {
+            "url": args.url,
+            "top1": float((served.argmax(1) == labels).mean() * 100),
+            "top1_agreement": float((served.argmax(1) == predicted).mean() * 100),
+            "max_abs_probability_difference": float(np.abs(served - probabilities).max()),
+        }
+
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    plot_confusion(matrix, classes, args.out_dir / "confusion.png", f"{model.tag}: top-1 {report['top1']:.2f} %")
+    plot_reliability(bins, ece, args.out_dir / "reliability.png")
+    (args.out_dir / "report.json").write_text(json.dumps(report, indent=2))
+
+    print(f"model     {model.tag}")
+    print(f"images    {len(paths)} from {args.images}")
+    print(f"top-1     {report['top1']:.2f} %   (ECE {ece * 100:.2f} %)")
+    for c, acc in report["per_class"].items():
+        print(f"  {c:<12} {acc:6.2f} %")
+    if args.url:
+        s = report["service"]
+        print(f"service   top-1 {s['top1']:.2f} %, agreement {s['top1_agreement']:.2f} %, "
+              f"max |delta p| {s['max_abs_probability_difference']:.3g}")  # fmt: skip
+    print(f"wrote     {args.out_dir}/confusion.png, reliability.png, report.json", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
