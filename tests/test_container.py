@@ -7,8 +7,10 @@ by PYRAMIDNET_IMAGE when it exists, else builds it with scripts/build_image.sh.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -52,12 +54,35 @@ def container(image) -> dict:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     yield {"ctr": ctr, "port": port, "started": started, "process": process, "config": config}
-    process.terminate()
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    stop()
+    process.wait(timeout=30)
     subprocess.run(["buildah", "rm", ctr], capture_output=True)
+
+
+def stop(grace_s: float = 60) -> None:
+    """SIGTERM every process of the container, then SIGKILL what is left after the grace period.
+    Chroot isolation has no PID namespace and BentoML's workers start their own sessions with an
+    environment of their own, so the container's processes are found by the bento path in their
+    command line (/home/bentoml/bento: only a container run serves from there)."""
+    needle = b"/home/bentoml/bento"
+
+    def inside() -> list[int]:
+        pids = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if needle in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    pids.append(int(pid))
+            except OSError:
+                continue
+        return pids
+
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10)):
+        for pid in inside():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while inside() and time.monotonic() < deadline:
+            time.sleep(0.5)
 
 
 def healthcheck(container: dict) -> bool:
