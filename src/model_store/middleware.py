@@ -100,19 +100,19 @@ class ApiEdge:
         exchange = _Exchange(send, request_id, api=scope["path"] in self.file_fields)
         started = time.perf_counter()
         images = 0
+        fields = self.file_fields.get(scope["path"]) if scope["method"] == "POST" else None
         try:
             self._authenticate(scope, headers)
-            if scope["path"] in self.file_fields and scope["method"] == "POST":
-                if self.file_fields[scope["path"]]:
-                    self._shed_if_full(1)  # before reading the body: shedding must stay cheap
+            if fields:  # an image endpoint
+                self._shed_if_full(1)  # before reading the body: shedding must stay cheap
                 body = await self._read_body(receive)
-                if self.file_fields[scope["path"]]:
-                    images = await self._check_form(scope, body)
-                    await self._admit(scope, _replay(body, receive), exchange, images)
-                else:
-                    # An endpoint without inputs: what was sent is irrelevant, and BentoML answers a
-                    # body it cannot parse with a 500. It sees an empty JSON object instead.
-                    await self.app(_empty_json(scope), _replay(b"{}", receive), exchange)
+                images = await self._check_form(scope, body)
+                await self._admit(scope, _replay(body, receive), exchange, images)
+            elif fields is not None:
+                # An endpoint without inputs: what was sent is irrelevant (but bounded), and BentoML
+                # answers a body it cannot parse with a 500. It sees an empty JSON object instead.
+                await self._read_body(receive)
+                await self.app(_empty_json(scope), _replay(b"{}", receive), exchange)
             elif scope["path"] == "/docs.json":
                 await self.app(scope, receive, _Rewrite(exchange, lambda spec: document_errors(spec, self.file_fields)))
             else:
