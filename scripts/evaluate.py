@@ -35,7 +35,7 @@ from model_store import (  # noqa: E402
     read_checkpoint,
     resolve_device,
 )
-from model_store.checkpoint import check_compatible  # noqa: E402
+from model_store.registry import build_network  # noqa: E402
 
 BATCH = 256
 ECE_BINS = 15
@@ -55,9 +55,7 @@ def labelled_images(root: Path, limit_per_class: int | None) -> tuple[list[Path]
 def classifier_from_checkpoint(path: Path, device: str) -> Classifier:
     checkpoint = read_checkpoint(path)
     spec = ModelSpec()
-    module = spec.build()
-    check_compatible(module, checkpoint.state_dict)
-    module.load_state_dict(checkpoint.state_dict, strict=True)
+    module = build_network(spec, checkpoint.state_dict)
     metadata = {"epoch": checkpoint.epoch, "best_val_acc": checkpoint.best_val_acc}
     return Classifier(module, spec, tag=str(path), metadata=metadata, device=resolve_device(device))
 

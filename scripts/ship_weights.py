@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from model_store import ModelSpec, read_checkpoint
-from model_store.checkpoint import CheckpointError, check_compatible
-from model_store.registry import SHIPPED_WEIGHTS, ship_weights
+from model_store.checkpoint import CheckpointError
+from model_store.registry import SHIPPED_WEIGHTS, build_network, ship_weights
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         checkpoint = read_checkpoint(args.checkpoint)
-        check_compatible(ModelSpec().build(), checkpoint.state_dict)
+        build_network(ModelSpec(), checkpoint.state_dict)
     except CheckpointError as e:
         print(f"ship_weights: error: {e}", file=sys.stderr)
         return 1

@@ -107,10 +107,7 @@ def register(
 
     `trained` defaults to the checkpoint's own record of it, else True (a user's checkpoint)."""
     spec = spec or ModelSpec()
-    module = spec.build()
-    check_compatible(module, checkpoint.state_dict)
-    module.load_state_dict(checkpoint.state_dict, strict=True)
-    module.eval()
+    module = build_network(spec, checkpoint.state_dict).eval()
     _smoke_test(module, spec)
 
     metadata: dict[str, Any] = {
@@ -147,14 +144,20 @@ def read_spec(model: bentoml.Model) -> ModelSpec:
         return ModelSpec.model_validate(json.load(f))
 
 
+def build_network(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The network `spec` describes, with `state_dict` loaded strictly (CheckpointError lists any misfit)."""
+    module = spec.build()
+    check_compatible(module, state_dict)
+    module.load_state_dict(state_dict, strict=True)
+    return module
+
+
 def load_classifier(ref: str | bentoml.Model, device: str = "auto") -> Classifier:
     """A stored model as an eval-mode Classifier on `device` (`auto`, `cpu`, `cuda`, `cuda:1`...)."""
     model = get_model(ref)
     spec = read_spec(model)
     target = resolve_device(device)
-    module = spec.build()
-    state_dict = safetensors.torch.load_file(model.path_of(WEIGHTS_FILE), device="cpu")
-    module.load_state_dict(state_dict, strict=True)
+    module = build_network(spec, safetensors.torch.load_file(model.path_of(WEIGHTS_FILE), device="cpu"))
     return Classifier(module, spec, tag=str(model.tag), metadata=dict(model.info.metadata), device=target)
 
 
