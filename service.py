@@ -32,7 +32,7 @@ from model_store.errors import Internal, Overloaded, error_body
 from model_store.logs import configure_logging
 from model_store.middleware import ApiEdge
 from model_store.schemas import BatchingLimits, InputLimits
-from model_store.shutdown import DrainBeforeExit
+from model_store.shutdown import CountCalls, DrainBeforeExit
 
 settings = Settings()
 configure_logging()
@@ -41,6 +41,8 @@ UNTRAINED_WARNING = "this model has untrained random-init weights: its predictio
 API_WORKERS = (os.cpu_count() or 1) if settings.api_workers == "cpu_count" else settings.api_workers
 # BentoML's own traffic timeout answers outside the error contract: ApiEdge answers first.
 FRAMEWORK_TIMEOUT_S = settings.timeout_s + 30
+# The runner's SIGTERM waits for the calls the API workers still send it (see shutdown.py).
+drain = DrainBeforeExit(max_s=settings.timeout_s)
 
 
 @bentoml.service(
@@ -64,8 +66,7 @@ class PyramidNetRunner:
             log.warning("%s: %s", self.classifier.tag, UNTRAINED_WARNING)
         self._warm = threading.Event()
         threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
-        self.drain = DrainBeforeExit(max_s=settings.timeout_s)
-        self.drain.install()
+        drain.install()
 
     def _warm_up(self) -> None:
         self.classifier.warm_up([1, settings.max_batch_size])
@@ -90,11 +91,7 @@ class PyramidNetRunner:
     )
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, 3, 32, 32) normalised images -> float32 (N, 10) probabilities."""
-        self.drain.touch()
-        try:
-            return self.classifier.predict_proba(batch)
-        finally:
-            self.drain.touch()
+        return self.classifier.predict_proba(batch)
 
     @bentoml.api
     def device(self) -> str:
@@ -195,6 +192,7 @@ def _error(e: ApiError) -> JSONResponse:
     return JSONResponse(error_body(e.code, str(e)), status_code=e.status)
 
 
+PyramidNetRunner.add_asgi_middleware(CountCalls, drain=drain)
 PyramidNetClassifier.add_asgi_middleware(
     ApiEdge,
     file_fields={api.route: set(api.input_spec.multipart_fields) for api in PyramidNetClassifier.apis.values()},

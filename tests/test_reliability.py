@@ -289,6 +289,40 @@ def test_overload_is_shed_early_with_retry_after_and_never_500(guarded, sample_j
 # --- Graceful shutdown ---------------------------------------------------------------------
 
 
+def test_drain_counts_a_call_until_it_is_answered():
+    """A call parked in the batcher's queue runs no forward pass, yet the runner must not exit under it."""
+    import asyncio
+
+    from model_store.shutdown import CountCalls, DrainBeforeExit
+
+    drain = DrainBeforeExit(idle_s=0.2)
+    release = asyncio.Event()
+
+    async def app(scope, receive, send):  # parks POSTs until released, as the batcher's queue does
+        if scope["method"] == "POST":
+            await release.wait()
+
+    async def nothing():
+        return {"type": "http.request"}
+
+    async def ignore(_message):
+        pass
+
+    async def scenario() -> list[bool]:
+        counted = CountCalls(app, drain)
+        call = asyncio.create_task(counted({"type": "http", "method": "POST"}, nothing, ignore))
+        await asyncio.sleep(0.5)  # well past idle_s with the call still parked
+        seen = [drain.idle()]
+        release.set()
+        await call
+        seen.append(drain.idle())  # just answered: idle only after idle_s more
+        await asyncio.sleep(0.3)
+        await counted({"type": "http", "method": "GET"}, nothing, ignore)  # probes are not work
+        return [*seen, drain.idle()]
+
+    assert asyncio.run(scenario()) == [False, False, True]
+
+
 def test_sigterm_finishes_every_accepted_request(default_model, tmp_path, sample_jpegs):
     srv = start_server(str(default_model.tag), tmp_path / "serve.log", max_latency_ms="20000")
     images = [p.read_bytes() for p in sample_jpegs[:40]]
@@ -311,7 +345,7 @@ def test_sigterm_finishes_every_accepted_request(default_model, tmp_path, sample
             ok = response.status_code == 200 and len(response.json()["probabilities"]) == 10
         except (ValueError, KeyError):
             ok = False
-        return start, time.monotonic(), "ok" if ok else f"lost:{response.status_code}"
+        return start, time.monotonic(), "ok" if ok else f"lost:{response.status_code}:{response.text[:200]}"
 
     def terminate_soon() -> None:
         time.sleep(2.0)
