@@ -61,7 +61,7 @@ class PyramidNetRunner:
     model_ref = bentoml.models.BentoModel(settings.model)
 
     def __init__(self) -> None:
-        self.classifier = load_classifier(self.model_ref, settings.device)
+        self.classifier = load_classifier(self.model_ref, settings.device, settings.backend, settings.precision)
         if not self.classifier.trained:
             log.warning("%s: %s", self.classifier.tag, UNTRAINED_WARNING)
         self._warm = threading.Event()

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import backends
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,23 @@ class Classifier:
     FAILURES_BEFORE_UNHEALTHY = 3
 
     def __init__(
-        self, module: nn.Module, spec: ModelSpec, *, tag: str, metadata: dict[str, Any], device: torch.device
+        self,
+        module: nn.Module,
+        spec: ModelSpec,
+        *,
+        tag: str,
+        metadata: dict[str, Any],
+        device: torch.device,
+        backend: str = "auto",
+        precision: str = "auto",
     ) -> None:
         self.module = module.to(device).eval()
         self.spec = spec
         self.tag = tag
         self.metadata = metadata
         self.device = device
+        self.backend, self.precision = backends.choose(device, backend, precision)
+        self._run = backends.build(self.module, self.backend, device, self.precision, input_size=spec.input_size)
         self.consecutive_failures = 0
 
     @property
@@ -68,8 +79,8 @@ class Classifier:
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         """One forward pass; on out-of-memory, the two halves separately (down to one image)."""
         try:
+            logits = self._run(batch)
             with torch.inference_mode():
-                logits = self.module(torch.from_numpy(batch).to(self.device))
                 return torch.softmax(logits.float(), dim=1).cpu().numpy()
         except torch.OutOfMemoryError:
             if len(batch) == 1:
@@ -86,4 +97,5 @@ class Classifier:
         size = self.spec.input_size
         for n in batch_sizes:
             self.predict_proba(np.zeros((n, 3, size, size), dtype=np.float32))
-        log.info("warmed up %s on %s for batch sizes %s", self.tag, self.device, list(batch_sizes))
+        log.info("warmed up %s (%s, %s) on %s for batch sizes %s",
+                 self.tag, self.backend, self.precision, self.device, list(batch_sizes))  # fmt: skip

@@ -152,13 +152,18 @@ def build_network(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> torch
     return module
 
 
-def load_classifier(ref: str | bentoml.Model, device: str = "auto") -> Classifier:
-    """A stored model as an eval-mode Classifier on `device` (`auto`, `cpu`, `cuda`, `cuda:1`...)."""
+def load_classifier(
+    ref: str | bentoml.Model, device: str = "auto", backend: str = "auto", precision: str = "auto"
+) -> Classifier:
+    """A stored model as a Classifier on `device` (`auto`, `cpu`, `cuda`, `cuda:1`...); see backends.py."""
     model = get_model(ref)
     spec = read_spec(model)
     target = resolve_device(device)
     module = build_network(spec, safetensors.torch.load_file(model.path_of(WEIGHTS_FILE), device="cpu"))
-    return Classifier(module, spec, tag=str(model.tag), metadata=dict(model.info.metadata), device=target)
+    return Classifier(
+        module, spec, tag=str(model.tag), metadata=dict(model.info.metadata), device=target,
+        backend=backend, precision=precision,
+    )  # fmt: skip
 
 
 def _smoke_test(module: torch.nn.Module, spec: ModelSpec) -> None:

@@ -19,6 +19,12 @@ class Settings(BaseSettings):
     # What is served, and where.
     model: str = Field(f"{DEFAULT_MODEL_NAME}:latest", description="model store tag to serve")
     device: str = Field("auto", description="auto (CUDA if visible, else CPU), cpu, cuda or cuda:N")
+    backend: Literal["auto", "eager", "fused", "compile", "onnx"] = Field(
+        "auto", description="how the network runs; auto is the measured fastest exact one (backends.py)"
+    )
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="auto: fp16 autocast on CUDA, fp32 on the CPU (the only exact choice there)"
+    )
     api_workers: Annotated[int, Field(ge=1)] | Literal["cpu_count"] = Field(
         "cpu_count", description="API worker processes; cpu_count lets BentoML use one per core"
     )

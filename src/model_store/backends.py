@@ -1,0 +1,101 @@
+"""How the network runs: the inference backends, and which one each device uses by default.
+
+Every backend maps a float32 (N, 3, S, S) array to float32 (N, C) logits. On the CPU all of them
+stay within 1e-5 of plain eager PyTorch in probability (tests/test_backends.py); the choice is by
+speed alone. Measured on the 2-core CPU machine (docs/performance.md, `bench/offline.py`), images
+per second at batch 1 / 32 / 128:
+
+    eager     30 /  94 /  90    the seed's way: NCHW, batch norm as a separate op
+    fused     53 / 144 / 143    channels_last, each conv -> batch-norm pair folded into the conv
+    compile   57 / 150 / 151    torch.compile of `fused`: +4 %, but two minutes to compile at start
+    onnx      77 / 111 / 129    ONNX Runtime on a graph exported at load (extra `onnx`)
+
+so the CPU default is `fused`: within 4 % of the best at the batch sizes the batcher forms,
+ready in seconds. On CUDA the default is `fused` under fp16 autocast (`precision`): half the
+memory traffic on tensor cores, top-1 identical to fp32 on the test set (tests/test_backends.py,
+GPU only). `PYRAMIDNET_BACKEND` and `PYRAMIDNET_PRECISION` override both choices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.fx.experimental.optimization import fuse
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["eager", "fused", "compile", "onnx"]
+Precision = Literal["fp32", "fp16", "bf16"]
+BACKENDS: tuple[Backend, ...] = ("eager", "fused", "compile", "onnx")
+Runtime = Callable[[np.ndarray], torch.Tensor]
+"""float32 (N, 3, S, S) -> (N, C) logits on the model's device."""
+
+
+def choose(device: torch.device, backend: str = "auto", precision: str = "auto") -> tuple[Backend, Precision]:
+    """The measured default for `device` unless overridden; CPU runs fp32 only (exact)."""
+    if backend == "auto":
+        backend = "fused"
+    if precision == "auto":
+        precision = "fp16" if device.type == "cuda" else "fp32"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if precision not in ("fp32", "fp16", "bf16"):
+        raise ValueError(f"unknown precision {precision!r}; choose fp32, fp16 or bf16")
+    if precision != "fp32" and (device.type != "cuda" or backend == "onnx"):
+        raise ValueError(f"{precision} runs only on CUDA with a torch backend; {device} with {backend} runs fp32")
+    return backend, precision  # type: ignore[return-value]
+
+
+def build(
+    module: nn.Module, backend: Backend, device: torch.device, precision: Precision = "fp32", *, input_size: int = 32
+) -> Runtime:
+    """`module` (eval mode) prepared to run as `backend` on `device`."""
+    module = module.to(device).eval()
+    if backend == "onnx":
+        return _onnx(module, input_size)
+    if backend in ("fused", "compile"):
+        # Only a batch norm that follows a convolution folds into it (torch.fx's `fuse` copies the
+        # module and folds exactly those); one before a convolution would move the zero padding.
+        module = fuse(module).to(memory_format=torch.channels_last)
+    if backend == "compile":
+        module = torch.compile(module, dynamic=True)
+    layout = torch.contiguous_format if backend == "eager" else torch.channels_last
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+
+    def run(batch: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(batch).to(device, non_blocking=True).contiguous(memory_format=layout)
+        autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
+            return module(x)
+
+    return run
+
+
+def _onnx(module: nn.Module, input_size: int) -> Runtime:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RuntimeError("backend 'onnx' needs ONNX Runtime: pip install 'pyramidnet-bento[onnx]'") from None
+    param = next(module.parameters())
+    if param.device.type != "cpu":
+        raise ValueError("backend 'onnx' runs on the CPU here; use a torch backend on CUDA")
+    sample = torch.zeros(2, 3, input_size, input_size, dtype=param.dtype)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    exported = torch.onnx.export(
+        module, (sample,), dynamo=True, dynamic_shapes=({0: batch},), input_names=["images"], verbose=False
+    )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(exported.model_proto.SerializeToString(), options, ["CPUExecutionProvider"])
+    log.info("exported to ONNX and loaded into ONNX Runtime %s", ort.__version__)
+
+    def run(batch: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {"images": batch})[0])
+
+    return run
