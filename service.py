@@ -69,7 +69,9 @@ class PyramidNetRunner:
         drain.install()
 
     def _warm_up(self) -> None:
-        self.classifier.warm_up([1, settings.max_batch_size])
+        # Every power of two up to the largest batch: the shapes the batcher forms most on a GPU.
+        sizes = sorted({1 << i for i in range(settings.max_batch_size.bit_length())} | {settings.max_batch_size})
+        self.classifier.warm_up(sizes)
         self._warm.set()
 
     def __is_ready__(self) -> bool:

@@ -1,6 +1,6 @@
 """Served vs offline probabilities on real CIFAR-10 test JPEGs: max |delta p| and top-1 agreement.
 
-    python bench/parity.py --url http://127.0.0.1:3000 --model pyramidnet-cifar10:latest --images 1000
+    python -m bench.parity --url http://127.0.0.1:3000 --model pyramidnet-cifar10:latest --images 1000
 
 The offline side loads the same stored model in this process (CPU) and runs the same preprocessing.
 """

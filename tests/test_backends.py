@@ -37,19 +37,21 @@ def test_backend_matches_eager_on_the_exact_test_images(default_model, backend, 
 
 def test_the_default_is_the_measured_fastest_and_cpu_stays_exact():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert choose(cpu) == ("fused", "fp32")
+    assert choose(cpu) == ("openvino", "fp32")
     assert choose(cuda) == ("fused", "fp16")
     assert choose(cpu, "onnx") == ("onnx", "fp32")
     assert choose(cuda, "compile", "bf16") == ("compile", "bf16")
     with pytest.raises(ValueError, match="runs fp32"):
         choose(cpu, "fused", "fp16")
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        choose(cuda, "openvino")
     with pytest.raises(ValueError, match="unknown backend"):
         choose(cpu, "tensorrt")
 
 
 def test_offline_reference_runs_the_default_backend(offline: Classifier):
     # The served runner and the offline reference load the same way, so parity tests compare like with like.
-    assert (offline.backend, offline.precision) == ("fused", "fp32")
+    assert (offline.backend, offline.precision) == ("openvino", "fp32")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")

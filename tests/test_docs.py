@@ -18,8 +18,9 @@ from model_store import embedded_default
 pytestmark = pytest.mark.server
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", REPO / "docs" / "api.md"]
-SKIP = ("make ", "bench/", "<key>", "containerize", "kubectl")  # CI runs make; benchmarks are not tests;
-# containerize needs Docker and kubectl a cluster (docs/deployment.md: the opt-in container test)
+SKIP = ("make ", "-m bench.", "locust ", "<key>", "containerize", "kubectl")  # CI runs make; benchmarks and
+# load tests are not tests (test_load_tools.py runs the Locust file); containerize needs Docker and
+# kubectl a cluster (docs/deployment.md: the opt-in container test)
 
 
 def blocks(path: Path, language: str) -> list[str]:

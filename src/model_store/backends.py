@@ -30,9 +30,9 @@ from torch.fx.experimental.optimization import fuse
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["eager", "fused", "compile", "onnx"]
+Backend = Literal["eager", "fused", "compile", "onnx", "openvino"]
 Precision = Literal["fp32", "fp16", "bf16"]
-BACKENDS: tuple[Backend, ...] = ("eager", "fused", "compile", "onnx")
+BACKENDS: tuple[Backend, ...] = ("eager", "fused", "compile", "onnx", "openvino")
 Runtime = Callable[[np.ndarray], torch.Tensor]
 """float32 (N, 3, S, S) -> (N, C) logits on the model's device."""
 
@@ -40,14 +40,16 @@ Runtime = Callable[[np.ndarray], torch.Tensor]
 def choose(device: torch.device, backend: str = "auto", precision: str = "auto") -> tuple[Backend, Precision]:
     """The measured default for `device` unless overridden; CPU runs fp32 only (exact)."""
     if backend == "auto":
-        backend = "fused"
+        backend = "openvino" if device.type == "cpu" else "fused"
     if precision == "auto":
         precision = "fp16" if device.type == "cuda" else "fp32"
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if precision not in ("fp32", "fp16", "bf16"):
         raise ValueError(f"unknown precision {precision!r}; choose fp32, fp16 or bf16")
-    if precision != "fp32" and (device.type != "cuda" or backend == "onnx"):
+    if backend in ("onnx", "openvino") and device.type != "cpu":
+        raise ValueError(f"backend {backend!r} runs on the CPU here; on {device} use a torch backend")
+    if precision != "fp32" and device.type != "cuda":
         raise ValueError(f"{precision} runs only on CUDA with a torch backend; {device} with {backend} runs fp32")
     return backend, precision  # type: ignore[return-value]
 
@@ -59,6 +61,8 @@ def build(
     module = module.to(device).eval()
     if backend == "onnx":
         return _onnx(module, input_size)
+    if backend == "openvino":
+        return _openvino(module, input_size)
     if backend in ("fused", "compile"):
         # Only a batch norm that follows a convolution folds into it (torch.fx's `fuse` copies the
         # module and folds exactly those); one before a convolution would move the zero padding.
@@ -82,14 +86,11 @@ def _onnx(module: nn.Module, input_size: int) -> Runtime:
         import onnxruntime as ort
     except ImportError:
         raise RuntimeError("backend 'onnx' needs ONNX Runtime: pip install 'pyramidnet-bento[onnx]'") from None
-    param = next(module.parameters())
-    if param.device.type != "cpu":
-        raise ValueError("backend 'onnx' runs on the CPU here; use a torch backend on CUDA")
-    sample = torch.zeros(2, 3, input_size, input_size, dtype=param.dtype)
-    batch = torch.export.Dim("batch", min=1, max=65536)
+    sample = torch.zeros(2, 3, input_size, input_size)
     exported = torch.onnx.export(
-        module, (sample,), dynamo=True, dynamic_shapes=({0: batch},), input_names=["images"], verbose=False
-    )
+        module, (sample,), dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch", max=65536)},),
+        input_names=["images"], verbose=False,
+    )  # fmt: skip
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(exported.model_proto.SerializeToString(), options, ["CPUExecutionProvider"])
@@ -97,5 +98,26 @@ def _onnx(module: nn.Module, input_size: int) -> Runtime:
 
     def run(batch: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {"images": batch})[0])
+
+    return run
+
+
+def _openvino(module: nn.Module, input_size: int) -> Runtime:
+    import openvino
+
+    sample = torch.zeros(2, 3, input_size, input_size)
+    program = torch.export.export(module, (sample,), dynamic_shapes=({0: torch.export.Dim("batch", max=65536)},))
+    graph = openvino.convert_model(program)
+    graph.reshape({0: [-1, 3, input_size, input_size]})  # only the batch varies
+    config = {
+        "INFERENCE_PRECISION_HINT": "f32",  # never bf16, even on a CPU that has it: exact is the contract
+        "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+        "PERFORMANCE_HINT": "LATENCY",  # one stream over every thread: the batcher sends one batch at a time
+    }
+    compiled = openvino.Core().compile_model(graph, "CPU", config)
+    log.info("compiled for OpenVINO %s on the CPU", openvino.__version__)
+
+    def run(batch: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(compiled.infer_new_request({0: batch})[0].copy())  # thread-safe: a request per call
 
     return run

@@ -97,5 +97,5 @@ class Classifier:
         size = self.spec.input_size
         for n in batch_sizes:
             self.predict_proba(np.zeros((n, 3, size, size), dtype=np.float32))
-        log.info("warmed up %s (%s, %s) on %s for batch sizes %s",
-                 self.tag, self.backend, self.precision, self.device, list(batch_sizes))  # fmt: skip
+        log.info("warmed up %s (%s, %s) on %s with %d threads for batch sizes %s",
+                 self.tag, self.backend, self.precision, self.device, torch.get_num_threads(), list(batch_sizes))  # fmt: skip

@@ -29,14 +29,17 @@ class Settings(BaseSettings):
         "cpu_count", description="API worker processes; cpu_count lets BentoML use one per core"
     )
 
-    # Batching and load shedding, measured on the 2-core CPU machine (README, "Batching and
-    # overload"): throughput plateaus from batch 32 (80 img/s offline); the API admits at most 32
-    # images at once (about 0.9 s of work served at ~36 img/s), shedding the rest at once with 503;
-    # the batcher's own budget is only a backstop above that (its shedding logs tracebacks).
-    max_batch_size: Annotated[int, Field(ge=1)] = 32
+    # Batching and load shedding, measured on the 2-core CPU machine (docs/performance.md):
+    # with the OpenVINO backend throughput is flat from batch 16 (163 img/s offline), and a
+    # batch of 16 lets two cohorts of clients alternate at concurrency 32 (one travels while the
+    # other computes), where 32 makes them move in lockstep. At ~95 img/s served, 64 images in
+    # flight wait about 0.7 s: the most admitted at once before shedding with 503. The batcher's
+    # own budget is only a backstop above that (its shedding logs tracebacks). On a GPU raise
+    # max_batch_size (deploy/k8s/overlays/gpu: 128) and the queue with it.
+    max_batch_size: Annotated[int, Field(ge=1)] = 16
     max_latency_ms: Annotated[int, Field(ge=1)] = 2000
     max_queued_images: Annotated[int, Field(ge=1)] = Field(
-        32, description="images admitted at once over all API workers; more are shed with 503 OVERLOADED"
+        64, description="images admitted at once over all API workers; more are shed with 503 OVERLOADED"
     )
     timeout_s: Annotated[float, Field(gt=0)] = Field(60, description="answer 504 TIMEOUT after this long")
 

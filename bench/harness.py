@@ -1,0 +1,244 @@
+"""The whole benchmark in one run: offline backends, the seed-design baseline, the BentoML service.
+
+    python -m bench.harness                              # about 8 minutes on 2 cores
+    python -m bench.harness --skip-backends compile      # leave out the two-minute compile
+    python -m bench.harness --out /tmp/perf --duration 5
+
+1. offline: `Classifier.predict_proba` images/s per backend and batch size (bench/offline.py);
+2. the baseline (bench/baseline_app.py: FastAPI + uvicorn, eager forward in the event loop, one
+   request at a time) and then the service (`bentoml serve`, shipped settings) under the same
+   closed-loop load (bench/load.py) at each concurrency, on `/classify` (one image a request)
+   and `/classify_batch` (`--images-per-request` images), same model, same JPEGs;
+3. for the service, the batch sizes the runner formed at each level, from /metrics.
+
+Only the service's admission limit is raised, to the most images the load ever has in flight,
+so that both designs queue everything and the figures compare like with like (the shipped limit
+sheds the excess with 503 instead: docs/operations.md). Prints the table and writes
+record.json, record.csv and performance.png under `--out`; docs/performance.md reads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+
+import httpx
+
+from model_store import DEFAULT_MODEL_NAME, Settings, get_model
+from model_store.backends import BACKENDS, choose
+from model_store.inference import resolve_device
+
+from . import offline
+from .load import DEFAULT_DATA, HEADER, load_images, row, run_level
+
+REPO = Path(__file__).resolve().parents[1]
+ENDPOINTS = ("/classify", "/classify_batch")
+BATCH_METRIC = r'bentoml_service_adaptive_batch_size_(sum|count)\{method_name="predict"[^}]*\} (\S+)'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serving(cmd: list[str], port: int, env: dict[str, str], log: Path):
+    """Start a server, wait for /readyz, yield its URL, stop it (and its workers) afterwards."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while not _ready(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{cmd[2]} did not become ready; see {log}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/readyz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def batch_counters(url: str) -> tuple[float, float]:
+    """(images, batches) the runner has formed so far."""
+    found = dict(re.findall(BATCH_METRIC, httpx.get(url + "/metrics", timeout=10).text))
+    return float(found.get("sum", 0)), float(found.get("count", 0))
+
+
+def load_design(design: str, url: str, images: list[bytes], args: argparse.Namespace) -> list[dict]:
+    rows = []
+    for endpoint in ENDPOINTS:
+        per_request = 1 if endpoint == "/classify" else args.images_per_request
+        for level in args.concurrency:
+            before = batch_counters(url) if design == "bentoml" else None
+            r = run_level(url, images, level, endpoint=endpoint, per_request=per_request, duration=args.duration)
+            if before is not None:
+                images_done, batches = (a - b for a, b in zip(batch_counters(url), before))
+                r["mean_batch_size"] = images_done / batches if batches else None
+            r["design"] = design
+            rows.append(r)
+            print(f"{design:<9}" + row(r) + (f"  batch {r['mean_batch_size']:.1f}" if before else ""), flush=True)
+    return rows
+
+
+def environment(args: argparse.Namespace, settings: Settings) -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())  # fmt: skip
+    versions = {name: _version(name) for name in ("torch", "bentoml", "openvino", "onnxruntime", "fastapi", "uvicorn")}
+    device = resolve_device(settings.device)
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "device": str(device)},
+        "versions": {"python": platform.python_version(), **versions},
+        "model": str(get_model(args.model).tag),
+        "backend": dict(zip(("backend", "precision"), choose(device, settings.backend, settings.precision))),
+        "settings": {"max_batch_size": settings.max_batch_size, "max_latency_ms": settings.max_latency_ms,
+                     "api_workers": settings.api_workers},  # fmt: skip
+        "load": {"concurrency": args.concurrency, "duration_s": args.duration,
+                 "images_per_request": args.images_per_request, "data": str(args.data)},  # fmt: skip
+    }
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def summarise(record: dict) -> dict:
+    """The headline ratios: service over baseline, and served over offline at the batch sizes formed."""
+    served = {(r["design"], r["endpoint"], r["concurrency"]): r for r in record["served"]}
+    best_offline = record["offline"][record["backend"]["backend"]]
+    sizes = sorted(int(n) for n in best_offline)
+
+    def offline_at(batch: float) -> float:  # the measured batch size nearest to the one formed
+        return best_offline[str(min(sizes, key=lambda n: abs(n - batch)))]
+
+    out = {}
+    for endpoint in ENDPOINTS:
+        for c in record["load"]["concurrency"]:
+            ours, base = served[("bentoml", endpoint, c)], served[("baseline", endpoint, c)]
+            key = f"{endpoint} c={c}"
+            out[key] = {
+                "speedup": ours["images_per_s"] / base["images_per_s"],
+                "served_over_offline": ours["images_per_s"] / offline_at(ours["mean_batch_size"] or 1),
+            }
+    return out
+
+
+def write(record: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "record.json").write_text(json.dumps(record, indent=2) + "\n")
+    fields = ["design", "endpoint", "concurrency", "images_per_request", "ok_rps", "images_per_s", "p50_ms",
+              "p95_ms", "p99_ms", "mean_batch_size", "requests", "codes"]  # fmt: skip
+    with (out / "record.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fields, extrasaction="ignore")
+        writer.writeheader()
+        for r in record["served"]:
+            writer.writerow({**r, "codes": json.dumps(r["codes"])})
+    plot(record, out / "performance.png")
+
+
+def plot(record: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for design, style in (("bentoml", "-o"), ("baseline", "--s")):
+        for endpoint in ENDPOINTS:
+            rows = [r for r in record["served"] if r["design"] == design and r["endpoint"] == endpoint]
+            c = [r["concurrency"] for r in rows]
+            label = f"{'BentoML service' if design == 'bentoml' else 'seed design'} {endpoint}"
+            left.plot(c, [r["images_per_s"] for r in rows], style, label=label)
+            right.plot(c, [r["p99_ms"] for r in rows], style, label=label)
+    backend = record["backend"]["backend"]
+    left.axhline(max(record["offline"][backend].values()), color="grey", lw=0.8, ls=":")
+    left.text(record["load"]["concurrency"][0], max(record["offline"][backend].values()), f" offline best ({backend})",
+              va="bottom", fontsize=8, color="grey")  # fmt: skip
+    left.set(xscale="log", xlabel="concurrent clients", ylabel="images / s", title="Throughput")
+    right.set(xscale="log", yscale="log", xlabel="concurrent clients", ylabel="p99 latency (ms)", title="p99 latency")
+    for ax in (left, right):
+        ax.set_xticks(record["load"]["concurrency"], [str(c) for c in record["load"]["concurrency"]])
+        ax.grid(alpha=0.3)
+    right.legend(fontsize=8)
+    fig.suptitle(f"{record['machine']['cpu']}, {record['machine']['cores']} cores, {record['date'][:10]}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=f"{DEFAULT_MODEL_NAME}:latest")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per level")
+    parser.add_argument("--images-per-request", type=int, default=16, help="for /classify_batch")
+    parser.add_argument("--skip-backends", nargs="*", default=[], choices=BACKENDS)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="test-jpeg.tar.gz")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "performance")
+    args = parser.parse_args()
+
+    settings = Settings()
+    record = environment(args, settings)
+    print(json.dumps({k: record[k] for k in ("machine", "versions", "model", "backend", "settings")}))
+
+    print("\noffline images/s per batch size")
+    record["offline"] = {}
+    for backend in (b for b in BACKENDS if b not in args.skip_backends):
+        figures = offline.measure(args.model, backend, offline.BATCH_SIZES)
+        record["offline"][backend] = {str(n): v for n, v in figures.items()}
+        print(f"{backend:<10}" + "".join(f"{n:>6}: {v:>6.1f}" for n, v in figures.items()), flush=True)
+
+    images = load_images(args.data)
+    env = {"PYRAMIDNET_MODEL": record["model"]}
+    queue = str(max(args.concurrency) * args.images_per_request)
+    record["load"]["service_max_queued_images"] = int(queue)
+    record["served"] = []
+    logs = Path(tempfile.mkdtemp(prefix="bench-logs-"))
+    print("\n" + f"{'design':<9}" + HEADER)
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "bench.baseline_app:app", "--port", str(port), "--log-level", "warning"]
+    with serving(cmd, port, env, logs / "baseline.log") as url:
+        record["served"] += load_design("baseline", url, images, args)
+    port = free_port()
+    cmd = [sys.executable, "-m", "bentoml", "serve", "service:PyramidNetClassifier", "--port", str(port)]
+    with serving(cmd, port, {**env, "PYRAMIDNET_MAX_QUEUED_IMAGES": queue}, logs / "bentoml.log") as url:
+        record["served"] += load_design("bentoml", url, images, args)
+
+    record["summary"] = summarise(record)
+    print("\nspeed-up over the seed design, and served / offline at the batch size formed")
+    for key, s in record["summary"].items():
+        print(f"{key:<22} {s['speedup']:>5.2f}x  {s['served_over_offline']:>6.1%}")
+    write(record, args.out)
+    print(f"\nwrote {args.out}/record.json, record.csv, performance.png")
+
+
+if __name__ == "__main__":
+    main()

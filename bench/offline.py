@@ -1,0 +1,67 @@
+"""Offline model throughput per backend and batch size: the ceiling the served figures are held to.
+
+    python -m bench.offline                       # every backend, batch 1 8 16 32 64 128
+    python -m bench.offline --backends fused openvino --batch-sizes 16 32 --seconds 5
+
+Real CIFAR-10 test images, preprocessed once; each figure is images per second of
+`Classifier.predict_proba` (forward pass and softmax), best of three timed rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from model_store import DEFAULT_MODEL_NAME, load_classifier
+from model_store.backends import BACKENDS
+from model_store.imaging import normalize
+
+from .load import DEFAULT_DATA, load_images  # noqa: F401  (the same data folder as the load runs)
+
+BATCH_SIZES = (1, 8, 16, 32, 64, 128)
+
+
+def real_batch(n: int, spec) -> np.ndarray:  # noqa: ANN001
+    """The first `n` pixel-exact CIFAR-10 test images, normalised."""
+    data = np.load(DEFAULT_DATA.parent / "test-exact-first1017.npz")
+    images = data["images"]
+    return normalize(images[np.arange(n) % len(images)], spec)
+
+
+def measure(model: str, backend: str, batch_sizes=BATCH_SIZES, seconds: float = 3.0) -> dict[int, float]:  # noqa: ANN001
+    """{batch size: images per second} for one backend on the CPU (or `auto` device)."""
+    classifier = load_classifier(model, "auto", backend=backend)
+    out = {}
+    for n in batch_sizes:
+        batch = real_batch(n, classifier.spec)
+        classifier.predict_proba(batch)  # compile / warm up this shape
+        rounds = []
+        for _ in range(3):
+            start, done = time.perf_counter(), 0
+            while time.perf_counter() - start < seconds / 3:
+                classifier.predict_proba(batch)
+                done += n
+            rounds.append(done / (time.perf_counter() - start))
+        out[n] = max(rounds)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=f"{DEFAULT_MODEL_NAME}:latest")
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
+    parser.add_argument("--seconds", type=float, default=3.0, help="timed per batch size")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; images/s")
+    print(f"{'backend':<10}" + "".join(f"{n:>8}" for n in args.batch_sizes))
+    for backend in args.backends:
+        figures = measure(args.model, backend, args.batch_sizes, args.seconds)
+        print(f"{backend:<10}" + "".join(f"{figures[n]:>8.1f}" for n in args.batch_sizes), flush=True)
+
+
+if __name__ == "__main__":
+    main()
