@@ -11,6 +11,7 @@ import os
 import threading
 from pathlib import Path
 
+import aiohttp
 import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException
@@ -169,11 +170,20 @@ class PyramidNetClassifier:
     async def _classify(self, paths: list[Path]) -> list[Prediction]:
         batch = await asyncio.to_thread(self._prepare, paths)
         try:
-            probabilities = await self.runner.to_async.predict(batch)
+            try:
+                probabilities = await self.runner.to_async.predict(batch)
+            except aiohttp.ClientConnectionError:
+                # The runner closed a pooled connection as this call went out on it (seen under a
+                # 503 storm at 1,000 images queued). Inference is pure: send it once more.
+                log.warning("runner connection lost; retrying a batch of %d once", len(batch))
+                probabilities = await self.runner.to_async.predict(batch)
         except BentoMLException as e:
             if e.error_code == 503:  # the runner's batcher shed it: it would miss the latency budget
                 raise Overloaded("the model is at capacity; retry shortly") from None
             log.exception("runner failed on a batch of %d", len(batch))
+            raise Internal("inference failed") from None
+        except aiohttp.ClientConnectionError:
+            log.exception("runner unreachable for a batch of %d", len(batch))
             raise Internal("inference failed") from None
         return to_predictions(probabilities, self.spec, self.tag)
 

@@ -11,9 +11,10 @@
    and `/classify_batch` (`--images-per-request` images), same model, same JPEGs;
 3. for the service, the batch sizes the runner formed at each level, from /metrics.
 
-Only the service's admission limit is raised, to the most images the load ever has in flight,
-so that both designs queue everything and the figures compare like with like (the shipped limit
-sheds the excess with 503 instead: docs/operations.md). Prints the table and writes
+Each design serves each endpoint from a fresh start. Only the service's admission limit and
+batcher budget are raised, above the most images the load ever has in flight, so that both
+designs queue everything and the figures compare like with like (the shipped limits shed the
+excess with 503 instead: docs/operations.md). Prints the table and writes
 record.json, record.csv and performance.png under `--out`; docs/performance.md reads them.
 """
 
@@ -36,6 +37,7 @@ from importlib import metadata
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from model_store import DEFAULT_MODEL_NAME, Settings, get_model
 from model_store.backends import BACKENDS, choose
@@ -55,9 +57,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_seconds(root: int) -> dict[str, float]:
+    """CPU seconds used so far by a server process and all its descendants, by role (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    processes = {}  # pid -> (parent, seconds, command line)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, IndexError):
+            continue  # the process ended meanwhile
+        processes[int(stat.parent.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks, cmdline)
+    tree, grew = {root}, True
+    while grew:
+        children = {pid for pid, (parent, _, _) in processes.items() if parent in tree} - tree
+        tree |= children
+        grew = bool(children)
+    out: dict[str, float] = {}
+    for pid in tree & processes.keys():
+        _, seconds, cmdline = processes[pid]
+        role = "runner" if "pyramidnet_runner" in cmdline else "api" if "_bentoml_impl" in cmdline else "server"
+        out[role] = out.get(role, 0.0) + seconds
+    return out
+
+
 @contextmanager
 def serving(cmd: list[str], port: int, env: dict[str, str], log: Path):
-    """Start a server, wait for /readyz, yield its URL, stop it (and its workers) afterwards."""
+    """Start a server, wait for /readyz, yield (URL, process group), stop it and its workers afterwards."""
     with log.open("wb") as out:
         process = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)  # fmt: skip
@@ -68,7 +94,7 @@ def serving(cmd: list[str], port: int, env: dict[str, str], log: Path):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{cmd[2]} did not become ready; see {log}")
             time.sleep(0.5)
-        yield url
+        yield url, process.pid
     finally:
         os.killpg(process.pid, 15)
         try:
@@ -90,20 +116,36 @@ def batch_counters(url: str) -> tuple[float, float]:
     return float(found.get("sum", 0)), float(found.get("count", 0))
 
 
-def load_design(design: str, url: str, images: list[bytes], args: argparse.Namespace) -> list[dict]:
+def load_endpoint(
+    design: str, endpoint: str, server: tuple[str, int], images: list[bytes], args: argparse.Namespace
+) -> list[dict]:
+    url, group = server
+    per_request = 1 if endpoint == "/classify" else args.images_per_request
     rows = []
-    for endpoint in ENDPOINTS:
-        per_request = 1 if endpoint == "/classify" else args.images_per_request
-        for level in args.concurrency:
-            before = batch_counters(url) if design == "bentoml" else None
-            r = run_level(url, images, level, endpoint=endpoint, per_request=per_request, duration=args.duration)
-            if before is not None:
-                images_done, batches = (a - b for a, b in zip(batch_counters(url), before))
-                r["mean_batch_size"] = images_done / batches if batches else None
-            r["design"] = design
-            rows.append(r)
-            print(f"{design:<9}" + row(r) + (f"  batch {r['mean_batch_size']:.1f}" if before else ""), flush=True)
+    for level in args.concurrency:
+        before = batch_counters(url) if design == "bentoml" else None
+        cpu_before, start = {**cpu_seconds(group), "load generator": time.process_time()}, time.perf_counter()
+        r = run_level(url, images, level, endpoint=endpoint, per_request=per_request, duration=args.duration)
+        cpu_after = {**cpu_seconds(group), "load generator": time.process_time()}
+        elapsed = time.perf_counter() - start
+        # Cores busy per role over the level (warm-up included): 2.0 is the whole 2-core machine.
+        r["cores_busy"] = {k: round((v - cpu_before.get(k, 0.0)) / elapsed, 2) for k, v in cpu_after.items()}
+        r["design"], r["mean_batch_size"] = design, None
+        if before is not None:  # the metric counts requests per batch; each request here is <= one batch
+            jobs, batches = (a - b for a, b in zip(batch_counters(url), before))
+            r["mean_batch_size"] = jobs * per_request / batches if batches else None
+        rows.append(r)
+        batch = f"  batch {r['mean_batch_size']:.1f}" if r["mean_batch_size"] else ""
+        print(f"{design:<9}" + row(r) + batch + f"  cores {r['cores_busy']}", flush=True)
     return rows
+
+
+def runs_on(device, backend: str) -> bool:  # noqa: ANN001
+    try:
+        choose(device, backend)
+    except ValueError:
+        return False  # a CPU-only runtime on a GPU machine
+    return True
 
 
 def environment(args: argparse.Namespace, settings: Settings) -> dict:
@@ -132,13 +174,13 @@ def _version(name: str) -> str | None:
 
 
 def summarise(record: dict) -> dict:
-    """The headline ratios: service over baseline, and served over offline at the batch sizes formed."""
+    """The headline ratios: service over baseline, and served over offline (default backend) at the batch size formed."""
     served = {(r["design"], r["endpoint"], r["concurrency"]): r for r in record["served"]}
     best_offline = record["offline"][record["backend"]["backend"]]
     sizes = sorted(int(n) for n in best_offline)
 
-    def offline_at(batch: float) -> float:  # the measured batch size nearest to the one formed
-        return best_offline[str(min(sizes, key=lambda n: abs(n - batch)))]
+    def offline_at(batch: float) -> float:  # interpolated between the batch sizes measured
+        return float(np.interp(batch, sizes, [best_offline[str(n)] for n in sizes]))
 
     out = {}
     for endpoint in ENDPOINTS:
@@ -156,13 +198,42 @@ def write(record: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "record.json").write_text(json.dumps(record, indent=2) + "\n")
     fields = ["design", "endpoint", "concurrency", "images_per_request", "ok_rps", "images_per_s", "p50_ms",
-              "p95_ms", "p99_ms", "mean_batch_size", "requests", "codes"]  # fmt: skip
+              "p95_ms", "p99_ms", "mean_batch_size", "requests", "codes", "cores_busy"]  # fmt: skip
     with (out / "record.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fields, extrasaction="ignore")
         writer.writeheader()
         for r in record["served"]:
-            writer.writerow({**r, "codes": json.dumps(r["codes"])})
+            writer.writerow({**r, "codes": json.dumps(r["codes"]), "cores_busy": json.dumps(r.get("cores_busy"))})
+    (out / "tables.md").write_text(markdown(record))
     plot(record, out / "performance.png")
+
+
+def markdown(record: dict) -> str:
+    """The record's tables in Markdown, as docs/performance.md shows them."""
+    sizes = list(next(iter(record["offline"].values())))
+    lines = ["| backend | " + " | ".join(f"batch {n}" for n in sizes) + " |", "| --- |" + " ---: |" * len(sizes)]
+    for backend, figures in record["offline"].items():
+        lines.append(f"| {backend} | " + " | ".join(f"{figures[n]:.0f}" for n in sizes) + " |")
+    lines += ["", "| endpoint | clients | seed design img/s | p99 ms | service img/s | p99 ms | batch formed |"
+              " speed-up | served / offline | service codes |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+              " ---: | --- |"]  # fmt: skip
+    served = {(r["design"], r["endpoint"], r["concurrency"]): r for r in record["served"]}
+    for endpoint in ENDPOINTS:
+        for c in record["load"]["concurrency"]:
+            base, ours = served[("baseline", endpoint, c)], served[("bentoml", endpoint, c)]
+            s = record["summary"][f"{endpoint} c={c}"]
+            codes = ", ".join(f"{n} × {code}" for code, n in ours["codes"].items())
+            lines.append(f"| `{endpoint}` | {c} | {base['images_per_s']:.1f} | {base['p99_ms']:.0f} | "
+                         f"{ours['images_per_s']:.1f} | {ours['p99_ms']:.0f} | {ours['mean_batch_size'] or 0:.1f} | "
+                         f"{s['speedup']:.2f}× | {s['served_over_offline']:.0%} | {codes} |")  # fmt: skip
+    roles = ("runner", "api", "server", "load generator")
+    lines += ["", "| endpoint | clients | " + " | ".join(roles) + " | all |", "| --- | ---: |" + " ---: |" * (len(roles) + 1)]
+    for r in record["served"]:
+        if r["design"] == "bentoml":
+            busy = r["cores_busy"]
+            lines.append(f"| `{r['endpoint']}` | {r['concurrency']} | " + " | ".join(f"{busy.get(k, 0):.2f}" for k in roles)
+                         + f" | {sum(busy.values()):.2f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def plot(record: dict, path: Path) -> None:
@@ -211,33 +282,40 @@ def main() -> None:
 
     print("\noffline images/s per batch size")
     record["offline"] = {}
-    for backend in (b for b in BACKENDS if b not in args.skip_backends):
+    device = resolve_device(settings.device)
+    for backend in (b for b in BACKENDS if b not in args.skip_backends and runs_on(device, b)):
         figures = offline.measure(args.model, backend, offline.BATCH_SIZES)
         record["offline"][backend] = {str(n): v for n, v in figures.items()}
         print(f"{backend:<10}" + "".join(f"{n:>6}: {v:>6.1f}" for n, v in figures.items()), flush=True)
 
     images = load_images(args.data)
     env = {"PYRAMIDNET_MODEL": record["model"]}
-    queue = str(max(args.concurrency) * args.images_per_request)
-    record["load"]["service_max_queued_images"] = int(queue)
+    # Both designs queue everything: the service's admission limit and batcher budget are raised
+    # above the most the load ever has in flight (the baseline has neither).
+    queued = 2 * max(args.concurrency) * args.images_per_request  # x2: the API workers split it unevenly
+    service_env = {**env, "PYRAMIDNET_MAX_QUEUED_IMAGES": str(queued), "PYRAMIDNET_MAX_LATENCY_MS": "120000"}
+    record["load"]["service_overrides"] = {k: v for k, v in service_env.items() if k != "PYRAMIDNET_MODEL"}
     record["served"] = []
     logs = Path(tempfile.mkdtemp(prefix="bench-logs-"))
     print("\n" + f"{'design':<9}" + HEADER)
-    port = free_port()
-    cmd = [sys.executable, "-m", "uvicorn", "bench.baseline_app:app", "--port", str(port), "--log-level", "warning"]
-    with serving(cmd, port, env, logs / "baseline.log") as url:
-        record["served"] += load_design("baseline", url, images, args)
-    port = free_port()
-    cmd = [sys.executable, "-m", "bentoml", "serve", "service:PyramidNetClassifier", "--port", str(port)]
-    with serving(cmd, port, {**env, "PYRAMIDNET_MAX_QUEUED_IMAGES": queue}, logs / "bentoml.log") as url:
-        record["served"] += load_design("bentoml", url, images, args)
+    for design in ("baseline", "bentoml"):
+        for endpoint in ENDPOINTS:  # a fresh server each: the batcher's learned wait carries over otherwise
+            port = free_port()
+            if design == "baseline":
+                cmd = [sys.executable, "-m", "uvicorn", "bench.baseline_app:app", "--port", str(port),
+                       "--log-level", "warning"]  # fmt: skip
+            else:
+                cmd = [sys.executable, "-m", "bentoml", "serve", "service:PyramidNetClassifier", "--port", str(port)]
+            log = logs / f"{design}{endpoint.replace('/', '-')}.log"
+            with serving(cmd, port, env if design == "baseline" else service_env, log) as server:
+                record["served"] += load_endpoint(design, endpoint, server, images, args)
 
     record["summary"] = summarise(record)
     print("\nspeed-up over the seed design, and served / offline at the batch size formed")
     for key, s in record["summary"].items():
         print(f"{key:<22} {s['speedup']:>5.2f}x  {s['served_over_offline']:>6.1%}")
     write(record, args.out)
-    print(f"\nwrote {args.out}/record.json, record.csv, performance.png")
+    print(f"\nwrote {args.out}/record.json, record.csv, tables.md, performance.png")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,21 @@
 """How the network runs: the inference backends, and which one each device uses by default.
 
-Every backend maps a float32 (N, 3, S, S) array to float32 (N, C) logits. On the CPU all of them
-stay within 1e-5 of plain eager PyTorch in probability (tests/test_backends.py); the choice is by
-speed alone. Measured on the 2-core CPU machine (docs/performance.md, `bench/offline.py`), images
-per second at batch 1 / 32 / 128:
+Every backend maps a float32 (N, 3, S, S) array to (N, C) logits:
 
-    eager     30 /  94 /  90    the seed's way: NCHW, batch norm as a separate op
-    fused     53 / 144 / 143    channels_last, each conv -> batch-norm pair folded into the conv
-    compile   57 / 150 / 151    torch.compile of `fused`: +4 %, but two minutes to compile at start
-    onnx      77 / 111 / 129    ONNX Runtime on a graph exported at load (extra `onnx`)
+    eager     the seed's way: NCHW, batch norm as a separate op
+    fused     channels_last, each conv -> batch-norm pair folded into the conv
+    compile   torch.compile of `fused` (about two minutes of compilation at start-up)
+    onnx      ONNX Runtime on a graph exported at load (the `onnx` extra)
+    openvino  OpenVINO on the CPU, fp32 inference precision forced
 
-so the CPU default is `fused`: within 4 % of the best at the batch sizes the batcher forms,
-ready in seconds. On CUDA the default is `fused` under fp16 autocast (`precision`): half the
-memory traffic on tensor cores, top-1 identical to fp32 on the test set (tests/test_backends.py,
-GPU only). `PYRAMIDNET_BACKEND` and `PYRAMIDNET_PRECISION` override both choices.
+On the CPU all of them stay within 1e-5 of eager in probability (tests/test_backends.py), so the
+choice is by speed alone. Measured on the 2-core CPU machine (docs/performance.md,
+`python -m bench.offline`), OpenVINO is the fastest at every batch size from 1 to 128: about
+2.5x eager at batch 1 and 1.3x at 16, 10 % ahead of `fused`, and ready in seconds. So `auto`
+picks it on the CPU. On CUDA `auto` is `fused` under fp16 autocast (`precision`): tensor cores,
+half the memory traffic; the GPU test holds it to >= 99.9 % top-1 agreement with fp32 on the
+10,000 test images (not yet measured: no GPU was available). `PYRAMIDNET_BACKEND` and
+`PYRAMIDNET_PRECISION` override both choices.
 """
 
 from __future__ import annotations
