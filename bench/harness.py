@@ -1,6 +1,6 @@
 """The whole benchmark in one run: offline backends, the seed-design baseline, the BentoML service.
 
-    python -m bench.harness                              # about 8 minutes on 2 cores
+    python -m bench.harness                              # about 13 minutes on 2 cores
     python -m bench.harness --skip-backends compile      # leave out the two-minute compile
     python -m bench.harness --out /tmp/perf --duration 5
 

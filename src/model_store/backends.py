@@ -10,9 +10,9 @@ Every backend maps a float32 (N, 3, S, S) array to (N, C) logits:
 
 On the CPU all of them stay within 1e-5 of eager in probability (tests/test_backends.py), so the
 choice is by speed alone. Measured on the 2-core CPU machine (docs/performance.md,
-`python -m bench.offline`), OpenVINO is the fastest at every batch size from 1 to 128: about
-2.5x eager at batch 1 and 1.3x at 16, 10 % ahead of `fused`, and ready in seconds. So `auto`
-picks it on the CPU. On CUDA `auto` is `fused` under fp16 autocast (`precision`): tensor cores,
+`python -m bench.offline`), OpenVINO is the fastest at every batch size from 1 to 128 in each
+of four runs: 2.4x to 4.5x eager at batch 1, 1.3x to 1.6x at 16, 5 to 25 % ahead of `fused`,
+and ready in seconds. So `auto` picks it on the CPU. On CUDA `auto` is `fused` under fp16 autocast (`precision`): tensor cores,
 half the memory traffic; the GPU test holds it to >= 99.9 % top-1 agreement with fp32 on the
 10,000 test images (not yet measured: no GPU was available). `PYRAMIDNET_BACKEND` and
 `PYRAMIDNET_PRECISION` override both choices.
