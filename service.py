@@ -170,13 +170,7 @@ class PyramidNetClassifier:
     async def _classify(self, paths: list[Path]) -> list[Prediction]:
         batch = await asyncio.to_thread(self._prepare, paths)
         try:
-            try:
-                probabilities = await self.runner.to_async.predict(batch)
-            except aiohttp.ClientConnectionError:
-                # The runner closed a pooled connection as this call went out on it (seen under a
-                # 503 storm at 1,000 images queued). Inference is pure: send it once more.
-                log.warning("runner connection lost; retrying a batch of %d once", len(batch))
-                probabilities = await self.runner.to_async.predict(batch)
+            probabilities = await self._predict(batch)
         except BentoMLException as e:
             if e.error_code == 503:  # the runner's batcher shed it: it would miss the latency budget
                 raise Overloaded("the model is at capacity; retry shortly") from None
@@ -186,6 +180,15 @@ class PyramidNetClassifier:
             log.exception("runner unreachable for a batch of %d", len(batch))
             raise Internal("inference failed") from None
         return to_predictions(probabilities, self.spec, self.tag)
+
+    async def _predict(self, batch: np.ndarray) -> np.ndarray:
+        try:
+            return await self.runner.to_async.predict(batch)
+        except aiohttp.ClientConnectionError:
+            # The runner closed a pooled connection as this call went out on it (seen under a
+            # 503 storm at 1,000 images queued). Inference is pure: send it once more.
+            log.warning("runner connection lost; retrying a batch of %d once", len(batch))
+            return await self.runner.to_async.predict(batch)
 
     def _prepare(self, paths: list[Path]) -> np.ndarray:
         """Files -> float32 (N, 3, 32, 32); a bad file names its position in the request."""
