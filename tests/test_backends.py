@@ -68,3 +68,11 @@ def test_gpu_autocast_keeps_top1_on_the_test_set(default_model, test_jpegs, prec
     agreement = (probabilities.argmax(1) == reference.argmax(1)).mean()
     assert agreement >= 0.999, f"top-1 agreement {agreement:.4%}"
     assert np.abs(probabilities - reference).max() < (5e-3 if precision == "fp16" else 3e-2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_backend_can_be_chosen_by_environment(backend, monkeypatch):
+    from model_store import Settings
+
+    monkeypatch.setenv("PYRAMIDNET_BACKEND", backend)
+    assert Settings().backend == backend

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ def choose(device: torch.device, backend: str = "auto", precision: str = "auto")
         precision = "fp16" if device.type == "cuda" else "fp32"
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if precision not in ("fp32", "fp16", "bf16"):
+    if precision not in get_args(Precision):
         raise ValueError(f"unknown precision {precision!r}; choose fp32, fp16 or bf16")
     if backend in ("onnx", "openvino") and device.type != "cpu":
         raise ValueError(f"backend {backend!r} runs on the CPU here; on {device} use a torch backend")

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .backends import Backend, Precision
 from .registry import DEFAULT_MODEL_NAME
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
@@ -19,10 +20,10 @@ class Settings(BaseSettings):
     # What is served, and where.
     model: str = Field(f"{DEFAULT_MODEL_NAME}:latest", description="model store tag to serve")
     device: str = Field("auto", description="auto (CUDA if visible, else CPU), cpu, cuda or cuda:N")
-    backend: Literal["auto", "eager", "fused", "compile", "onnx"] = Field(
+    backend: Literal["auto"] | Backend = Field(
         "auto", description="how the network runs; auto is the measured fastest exact one (backends.py)"
     )
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+    precision: Literal["auto"] | Precision = Field(
         "auto", description="auto: fp16 autocast on CUDA, fp32 on the CPU (the only exact choice there)"
     )
     api_workers: Annotated[int, Field(ge=1)] | Literal["cpu_count"] = Field(
