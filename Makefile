@@ -1,29 +1,42 @@
-# The whole set-up on a fresh machine:  `make serve`  (install, register the default, serve)
-#                                       `make test`   (install, run the test suite)
+# The whole set-up on a fresh machine:  `make serve`  (install what serving needs, register the default, serve)
+#                                       `make test`   (install with the dev tools, run the test suite)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-MODEL ?= pyramidnet-cifar10:latest
 PORT ?= 3000
+# What `make serve` and `make build` use: a model store tag, the same knob as the service's
+# PYRAMIDNET_MODEL (either spelling works). Empty: the embedded default, registered on first use
+# under a version derived from its weights, so nothing else registered under its name is served
+# in its place.
+MODEL ?= $(PYRAMIDNET_MODEL)
+# BentoML's anonymous usage tracking is off for everything run from here (the bento sets it too).
+export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: install model serve test build
+# The tag to use, in $$tag: MODEL, or the embedded default (registered if it is not yet).
+resolve_model = tag="$(MODEL)"; \
+	if [ -z "$$tag" ]; then out=$$($(BIN)/python scripts/save_model.py) || exit 1; \
+	echo "$$out" >&2; tag=$$(echo "$$out" | head -n1); fi
 
-install: $(VENV)/.installed
+.PHONY: install serve test build
 
-$(VENV)/.installed: pyproject.toml
+install: $(VENV)/.serve
+
+$(VENV)/.serve: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e .
 	touch $@
 
-# Register the embedded default unless the store already holds a model of that name.
-model: install
-	$(BIN)/bentoml models get $(MODEL) >/dev/null 2>&1 || $(BIN)/python scripts/save_model.py
+$(VENV)/.dev: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -e '.[dev]'
+	touch $@ $(VENV)/.serve
 
-serve: model
-	$(BIN)/bentoml serve service:PyramidNetClassifier --port $(PORT)
+serve: $(VENV)/.serve
+	@$(resolve_model); echo "serving $$tag on port $(PORT)" >&2; \
+	PYRAMIDNET_MODEL=$$tag exec $(BIN)/bentoml serve service:PyramidNetClassifier --port $(PORT)
 
-test: install
+test: $(VENV)/.dev
 	$(BIN)/python -m pytest
 
-build: model
-	$(BIN)/bentoml build
+build: $(VENV)/.serve
+	@$(resolve_model); PYRAMIDNET_MODEL=$$tag $(BIN)/bentoml build

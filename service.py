@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 
 from model_store import (
     ApiError,
+    Classifier,
     ModelInfo,
     Prediction,
     Settings,
@@ -62,22 +63,44 @@ class PyramidNetRunner:
     model_ref = bentoml.models.BentoModel(settings.model)
 
     def __init__(self) -> None:
-        self.classifier = load_classifier(self.model_ref, settings.device, settings.backend, settings.precision)
-        if not self.classifier.trained:
-            log.warning("%s: %s", self.classifier.tag, UNTRAINED_WARNING)
-        self._warm = threading.Event()
-        threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
+        # __init__ runs inside the worker's event loop: loading there would leave the port bound
+        # but deaf (probes hang, a stop waits for the load to finish). Load in a thread instead.
+        self.classifier: Classifier | None = None
+        self._loaded = threading.Event()
+        self._load_failed = False
         drain.install()
+        threading.Thread(target=self._load, name="load-model", daemon=True).start()
 
-    def _warm_up(self) -> None:
-        # Every power of two up to the largest batch: the shapes the batcher forms most on a GPU.
-        sizes = sorted({1 << i for i in range(settings.max_batch_size.bit_length())} | {settings.max_batch_size})
-        self.classifier.warm_up(sizes)
-        self._warm.set()
+    def _load(self) -> None:
+        try:
+            classifier = load_classifier(self.model_ref, settings.device, settings.backend, settings.precision)
+            meta = classifier.metadata
+            log.info("serving %s (weights from %s, sha256 %s)", classifier.tag, meta.get("source"),
+                     meta.get("source_sha256"))  # fmt: skip
+            if not classifier.trained:
+                log.warning("%s: %s", classifier.tag, UNTRAINED_WARNING)
+            # Every power of two up to the largest batch: the shapes the batcher forms most on a GPU.
+            classifier.warm_up(sorted({1 << i for i in range(settings.max_batch_size.bit_length())}
+                                      | {settings.max_batch_size}))  # fmt: skip
+        except Exception:
+            log.exception("could not load %s", self.model_ref.tag)
+            self._load_failed = True  # not alive: let the orchestrator restart the worker
+            return
+        self.classifier = classifier
+        self._loaded.set()
+
+    def _model(self) -> Classifier:
+        """The loaded model, waiting for the load if a call comes first."""
+        if not self._loaded.wait(settings.timeout_s):
+            raise RuntimeError("the model is still loading")
+        return self.classifier
+
+    def __is_alive__(self) -> bool:
+        return not self._load_failed
 
     def __is_ready__(self) -> bool:
-        """Warm, and the last forward passes did not all fail (a failing device re-tests on each probe)."""
-        if not self._warm.is_set():
+        """Loaded and warm, and the last forward passes did not all fail (a failing device re-tests on each probe)."""
+        if not self._loaded.is_set():
             return False
         if not self.classifier.healthy:
             try:
@@ -94,11 +117,11 @@ class PyramidNetRunner:
     )
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, 3, 32, 32) normalised images -> float32 (N, 10) probabilities."""
-        return self.classifier.predict_proba(batch)
+        return self._model().predict_proba(batch)
 
     @bentoml.api
     def device(self) -> str:
-        return str(self.classifier.device)
+        return str(self._model().device)
 
 
 @bentoml.service(

@@ -1,45 +1,73 @@
-"""Make a trained checkpoint the package's embedded default (what `make serve` registers and serves).
+"""Make a finished training run the package's embedded default (what `make serve` registers and serves).
 
-    python scripts/ship_weights.py --checkpoint best_pyramidnet_model.pth \\
-        --test-accuracy-jpeg 95.61 --test-accuracy-exact 95.87 \\
-        --training-command "python scripts/train.py --data DATA --epochs 200" --data "CIFAR-10 train JPEGs (50,000)"
+    python scripts/ship_weights.py --run runs/pyramidnet110 --data ../shared/data/cifar10
 
-Writes src/model_store/weights/pyramidnet110-cifar10.safetensors: fp32, pickle-free, about 7 MB,
-with the facts above in its header; scripts/save_model.py records them as model metadata.
+Reads RUN/model.pth and RUN/summary.json (scripts/train.py), measures top-1 in fp32 through the
+serving preprocessing on all 10,000 CIFAR-10 test JPEGs and on the 1,017 pixel-exact test images,
+and writes src/model_store/weights/pyramidnet110-cifar10.safetensors: fp32, pickle-free, about
+7 MB, with the measurements and the run's facts (epochs, command, wall time, hardware, data seen)
+in its header, which scripts/save_model.py records as model metadata. Prints the file's sha256.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 from pathlib import Path
 
-from model_store import ModelSpec, read_checkpoint
+import numpy as np
+
+from model_store import Classifier, ModelSpec, read_checkpoint, resolve_device
 from model_store.checkpoint import CheckpointError
+from model_store.imaging import normalize
 from model_store.registry import SHIPPED_WEIGHTS, build_network, ship_weights
+from train import read_split
+
+BATCH = 250
+
+
+def top1(model: Classifier, images: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 in percent of uint8 (N, 32, 32, 3) images, through the serving preprocessing."""
+    predicted = np.concatenate([model.predict_proba(normalize(images[i : i + BATCH], model.spec)).argmax(1)
+                                for i in range(0, len(images), BATCH)])  # fmt: skip
+    return round(float((predicted == labels).mean() * 100), 2)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--test-accuracy-jpeg", type=float, required=True, help="top-1 %% on the 10,000 test JPEGs")
-    parser.add_argument("--test-accuracy-exact", type=float, required=True, help="top-1 %% on the 1,017 exact images")
-    parser.add_argument("--training-command", required=True)
-    parser.add_argument("--data", required=True, help="what the model was trained on")
+    parser.add_argument("--run", type=Path, required=True, help="a finished scripts/train.py run folder")
+    parser.add_argument("--data", type=Path, required=True, help="test-jpeg.tar.gz and test-exact-first1017.npz")
     parser.add_argument("--out", type=Path, default=SHIPPED_WEIGHTS)
     args = parser.parse_args(argv)
     try:
-        checkpoint = read_checkpoint(args.checkpoint)
-        build_network(ModelSpec(), checkpoint.state_dict)
-    except CheckpointError as e:
-        print(f"ship_weights: error: {e}", file=sys.stderr)
+        checkpoint = read_checkpoint(args.run / "model.pth")
+        summary = json.loads((args.run / "summary.json").read_text())
+    except (CheckpointError, OSError, ValueError) as e:
+        print(f"ship_weights: error: {args.run} is not a finished run: {e}", file=sys.stderr)
         return 1
+    spec = ModelSpec()
+    model = Classifier(build_network(spec, checkpoint.state_dict), spec, tag=str(args.run), metadata={},
+                       device=resolve_device("cpu"))  # fmt: skip
+    jpeg = top1(model, *read_split(args.data, "test"))
+    exact = np.load(args.data / "test-exact-first1017.npz")
+    exact_top1 = top1(model, exact["images"], exact["labels"])
+
+    recipe = summary["recipe"]
     path = ship_weights(
         checkpoint, args.out,
-        test_accuracy_jpeg=str(args.test_accuracy_jpeg), test_accuracy_exact=str(args.test_accuracy_exact),
-        training_command=args.training_command, data=args.data,
+        test_top1_jpeg=f"{jpeg:.2f}", test_images_jpeg="10000 CIFAR-10 test JPEGs",
+        test_top1_exact=f"{exact_top1:.2f}", test_images_exact="1017 pixel-exact CIFAR-10 test images (0-1016)",
+        holdout_top1=f"{summary['holdout_top1']:.2f}", weights=summary["weights"], epochs=str(summary["epochs"]),
+        training_command=summary["command"], train_wall_time_h=f"{summary['wall_seconds'] / 3600:.2f}",
+        train_images_per_s=str(summary["images_per_s"]), hardware=summary["hardware"], torch=summary["torch"],
+        data=f"CIFAR-10 training JPEGs: {summary['train_images']} images ({recipe['holdout_per_class']} per class held "
+             f"out), {summary['images_seen']} seen over {summary['epochs']} epochs",
     )  # fmt: skip
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
+    print(f"  sha256      {hashlib.sha256(path.read_bytes()).hexdigest()}")
+    print(f"  test top-1  {jpeg:.2f} % on the 10,000 JPEGs, {exact_top1:.2f} % on the 1,017 exact images (fp32)")
     return 0
 
 

@@ -1,63 +1,122 @@
-"""Train PyramidNet-110 (alpha 48) on CIFAR-10: GPU-first, resumable in pieces, seed-format output.
+"""Train PyramidNet-110 (alpha 48) on CIFAR-10 on the CPU, in pieces that resume step for step.
 
-    python scripts/train.py --data DATA --epochs 200 --out best_pyramidnet_model.pth
-    python scripts/train.py --data DATA --epochs 200 --resume            # the next piece
+    python scripts/train.py --data ../shared/data/cifar10 --run runs/pyramidnet110 --epochs 40
+    python scripts/train.py --data ../shared/data/cifar10 --run runs/pyramidnet110 --epochs 40 --resume
 
-DATA holds train/<class>/*.jpg and test/<class>/*.jpg (the layout of ../shared/data/cifar10 once
-unpacked). The images are decoded once into one uint8 tensor on the device; augmentation (random
-crop with 4-pixel zero padding, horizontal flip) runs there too. SGD with Nesterov momentum and
-weight decay, linear warm-up then cosine decay, label smoothing, bf16 autocast and channels_last
-on CUDA. `--time-limit-min` ends a piece cleanly at an epoch boundary so a run can be split into
-pieces of under ten minutes; `--resume` continues from `<out>.last` exactly. The best model by
-test accuracy is written to `--out` as {"model_state_dict", "epoch", "best_val_acc"}, the format
-scripts/save_model.py registers.
+DATA is a folder holding train/<class>/*.jpg and test/<class>/*.jpg, or the archives
+train-jpeg.tar.gz and test-jpeg.tar.gz (../shared/data/cifar10 as it is). The images are decoded
+once into uint8 tensors; augmentation is a random crop of the 4-pixel zero-padded image and a
+horizontal flip.
+
+The recipe (a short schedule): SGD with Nesterov momentum 0.9 at batch 128, a linear warm-up then
+linear decay to zero, the learning rate a function of the global step alone; label smoothing 0.1;
+weight decay on conv and linear weights only; the last BN of every residual block starts at zero,
+so each block starts as the identity; an exponential moving average (EMA) of the weights.
+Forward and backward run under bf16 autocast (oneDNN's AVX512_BF16/AMX kernels) with fp32 master
+weights: 1.8x fp32 here (`python -m bench.train_step` measures both).
+
+`--holdout-per-class` images of the training set are never trained on. The run ships the final
+weights, raw or EMA, whichever scores higher on them; the test set is reported, never used to
+choose. The run folder holds state.pt (everything a piece needs to continue exactly: weights, EMA,
+optimizer, step, the epoch's order, RNG, the epoch's running sums), history.jsonl (one line per
+epoch), and when the last epoch ends, model.pth ({"model_state_dict", "epoch", "best_val_acc"},
+the format scripts/save_model.py registers; best_val_acc is the hold-out top-1) and summary.json.
+A piece ends cleanly at `--time-limit-min`, on SIGTERM or on SIGINT, after the step in progress.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import logging
 import math
-import random
+import os
+import platform
+import shlex
+import signal
+import sys
+import tarfile
 import time
 from contextlib import nullcontext
-from functools import partial
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from model_store import CIFAR10_CLASSES, ModelSpec, resolve_device
+from model_store import CIFAR10_CLASSES, ModelSpec
+from model_store.architecture import ResidualBlock
 
 log = logging.getLogger("train")
 
+EVAL_BATCH = 500
 
-def load_split(root: Path, limit_per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 (N, 32, 32, 3) images and int64 labels from <root>/<class>/*.jpg, in class order."""
+
+@dataclass(frozen=True)
+class Recipe:
+    """What makes two pieces one run: a resumed piece must train with the same recipe."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    warmup_epochs: float
+    weight_decay: float
+    label_smoothing: float
+    ema_decay: float
+    holdout_per_class: int
+    limit_per_class: int | None
+    precision: str
+    seed: int
+
+
+def read_split(data: Path, split: str, limit_per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, 32, 32, 3) RGB images and int64 labels of DATA/<split>, in class then file order."""
+    files: dict[str, list[tuple[str, bytes]]] = {name: [] for name in CIFAR10_CLASSES}
+    folder, archive = data / split, data / f"{split}-jpeg.tar.gz"
+    if folder.is_dir():
+        for name in CIFAR10_CLASSES:
+            files[name] = [(p.name, p.read_bytes()) for p in sorted((folder / name).glob("*.jpg"))[:limit_per_class]]
+    elif archive.is_file():
+        with tarfile.open(archive) as tar:
+            for member in tar:
+                parts = Path(member.name).parts
+                if member.isfile() and len(parts) == 3 and parts[1] in files and parts[2].endswith(".jpg"):
+                    files[parts[1]].append((parts[2], tar.extractfile(member).read()))
     images, labels = [], []
     for label, name in enumerate(CIFAR10_CLASSES):
-        files = sorted((root / name).glob("*.jpg"))[:limit_per_class]
-        for path in files:
-            with Image.open(path) as image:
+        for _, data_bytes in sorted(files[name])[:limit_per_class]:
+            with Image.open(io.BytesIO(data_bytes)) as image:
                 images.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
             labels.append(label)
     if not images:
-        raise SystemExit(f"train: error: no images under {root}/<class>/*.jpg")
+        raise SystemExit(f"train: error: no images in {folder}/<class>/*.jpg or {archive}")
     return np.stack(images), np.asarray(labels, dtype=np.int64)
 
 
-def to_device(images: np.ndarray, labels: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 NHWC -> uint8 NCHW on the device (4x less memory than float; normalised per batch)."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device), torch.from_numpy(labels).to(device)
+def split_holdout(labels: np.ndarray, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices to train on and indices held out: `per_class` of each class, drawn with `seed`."""
+    rng = np.random.default_rng(seed)
+    held = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
+    holdout = np.sort(np.concatenate(held))
+    return np.setdiff1d(np.arange(len(labels)), holdout), holdout
+
+
+def to_nchw(images: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC -> uint8 NCHW (normalised per batch: 4x less memory than float)."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 
 
 def normalize(x: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
     """uint8 (N, 3, H, W) -> float32 normalised, the same arithmetic as model_store.imaging.normalize."""
-    mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std).view(1, 3, 1, 1)
     return ((x.float() / 255) - mean) / std
 
 
@@ -65,128 +124,259 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random 32x32 crop of the 4-pixel zero-padded image, and a horizontal flip half the time."""
     n, c, h, w = x.shape
     padded = F.pad(x, (4, 4, 4, 4))
-    dy = torch.randint(0, 9, (n,), device=x.device, generator=generator)
-    dx = torch.randint(0, 9, (n,), device=x.device, generator=generator)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(n, c, h, w + 8)
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(n, c, h, w)
+    dy = torch.randint(0, 9, (n,), generator=generator)
+    dx = torch.randint(0, 9, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(n, c, h, w + 8)
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(n, c, h, w)
     cropped = padded.gather(2, rows).gather(3, cols)
-    flip = torch.rand(n, device=x.device, generator=generator) < 0.5
+    flip = torch.rand(n, generator=generator) < 0.5
     return torch.where(flip[:, None, None, None], cropped.flip(3), cropped)
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    """Linear warm-up to `peak`, then cosine decay to zero."""
+    """Linear warm-up to `peak` over `warmup` steps, then linear decay that reaches zero at `total`."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * 0.5 * (1 + math.cos(math.pi * progress))
+    return peak * (total - step) / max(1, total - warmup)
+
+
+def build_model(spec: ModelSpec) -> nn.Module:
+    """The network with the last BN of every residual block at zero: each block starts as the identity."""
+    model = spec.build()
+    for block in model.modules():
+        if isinstance(block, ResidualBlock):
+            nn.init.zeros_(block.bn3.weight)
+    return model
+
+
+def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
+    """Nesterov SGD; weight decay on conv and linear weights, none on BN parameters or biases."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, nesterov=True)
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, spec: ModelSpec, batch: int, amp) -> float:
+def top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: ModelSpec, amp) -> float:
+    """Top-1 accuracy in percent, in eval mode."""
     model.eval()
     correct = 0
-    for i in range(0, len(x), batch):
+    for i in range(0, len(x), EVAL_BATCH):
         with amp():
-            logits = model(normalize(x[i : i + batch], spec).contiguous(memory_format=torch.channels_last))
-        correct += (logits.argmax(1) == y[i : i + batch]).sum().item()
+            correct += (model(normalize(x[i : i + EVAL_BATCH], spec)).argmax(1) == y[i : i + EVAL_BATCH]).sum().item()
     return 100.0 * correct / len(x)
 
 
-def main(argv: list[str] | None = None) -> int:
+def save_atomically(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a crash never leaves a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class StopRequest:
+    """Set by SIGTERM or SIGINT; the loop ends the piece after the step in progress."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.signal = signal.Signals(signum).name
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="folder with train/ and test/")
-    parser.add_argument("--out", type=Path, default=Path("best_pyramidnet_model.pth"))
-    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--data", type=Path, required=True, help="folder with train/ and test/, or their .tar.gz")
+    parser.add_argument("--run", type=Path, required=True, help="folder for state, history and the final model")
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.1, help="peak learning rate for --batch-size 128 (scaled linearly)")
+    parser.add_argument("--lr", type=float, default=0.1, help="peak learning rate")
+    parser.add_argument("--warmup-epochs", type=float, default=2)
     parser.add_argument("--weight-decay", type=float, default=5e-4)
-    parser.add_argument("--warmup-epochs", type=float, default=5)
     parser.add_argument("--label-smoothing", type=float, default=0.1)
+    parser.add_argument("--ema-decay", type=float, default=0.999, help="per step")
+    parser.add_argument("--holdout-per-class", type=int, default=100, help="training images never trained on")
+    parser.add_argument("--limit-per-class", type=int, help="use only this many images per class (smoke runs)")
+    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--resume", action="store_true", help="continue from <out>.last")
-    parser.add_argument("--time-limit-min", type=float, help="end this piece at the first epoch boundary past it")
-    parser.add_argument("--limit-per-class", type=int, help="use only this many images per class (tests, smoke runs)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--test-every", type=int, default=5, help="epochs between test-set evaluations")
+    parser.add_argument("--resume", action="store_true", help="continue from RUN/state.pt")
+    parser.add_argument("--time-limit-min", type=float, help="end this piece after the first step past it")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    device = resolve_device(args.device)
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-    spec = ModelSpec()
-
-    started = time.monotonic()
-    x_train, y_train = to_device(*load_split(args.data / "train", args.limit_per_class), device)
-    x_test, y_test = to_device(*load_split(args.data / "test", args.limit_per_class), device)
-    log.info("data: %d train, %d test images on %s (%.1f s)", len(x_train), len(x_test), device, time.monotonic() - started)
-
-    model = spec.build().to(device).to(memory_format=torch.channels_last)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]  # BN and bias: no weight decay
-    peak = args.lr * args.batch_size / 128
-    optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=peak, momentum=0.9, nesterov=True,
+    recipe = Recipe(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=args.warmup_epochs,
+        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, ema_decay=args.ema_decay,
+        holdout_per_class=args.holdout_per_class, limit_per_class=args.limit_per_class,
+        precision=args.precision, seed=args.seed,
     )  # fmt: skip
-    steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
-    total_steps = steps_per_epoch * args.epochs
-    warmup_steps = int(args.warmup_epochs * steps_per_epoch)
-    generator = torch.Generator(device=device).manual_seed(args.seed)
-    # bf16 autocast on CUDA; fp32 on the CPU, where bf16 is slow.
-    amp = partial(torch.autocast, "cuda", dtype=torch.bfloat16) if cuda else nullcontext
+    started = time.monotonic()
+    stop = StopRequest()
+    spec = ModelSpec()
+    torch.manual_seed(recipe.seed)
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    state_path = args.out.with_suffix(args.out.suffix + ".last")
-    start_epoch, best = 1, 0.0
+    images, labels = read_split(args.data, "train", recipe.limit_per_class)
+    train_idx, holdout_idx = split_holdout(labels, recipe.holdout_per_class, recipe.seed)
+    x_all, y_all = to_nchw(images), torch.from_numpy(labels)
+    x_train, y_train = x_all[train_idx], y_all[train_idx]
+    x_hold, y_hold = x_all[holdout_idx], y_all[holdout_idx]
+    test_images, test_labels = read_split(args.data, "test", recipe.limit_per_class)
+    x_test, y_test = to_nchw(test_images), torch.from_numpy(test_labels)
+    log.info("data: %d train, %d held out, %d test images (%.1f s)", len(x_train), len(x_hold), len(x_test),
+             time.monotonic() - started)  # fmt: skip
+
+    model = build_model(spec)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
+    optimizer = build_optimizer(model, recipe)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if recipe.precision == "bf16" else nullcontext
+    steps_per_epoch = math.ceil(len(x_train) / recipe.batch_size)
+    total_steps = steps_per_epoch * recipe.epochs
+    warmup_steps = round(recipe.warmup_epochs * steps_per_epoch)
+
+    args.run.mkdir(parents=True, exist_ok=True)
+    state_path, history_path = args.run / "state.pt", args.run / "history.jsonl"
+    step, order, sums = 0, None, {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+    clock = {"train_seconds": 0.0, "wall_seconds": 0.0}
+    command = shlex.join(["python", "scripts/train.py", *(sys.argv[1:] if argv is None else argv)])
     if args.resume:
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        model.load_state_dict(state["model_state_dict"])
-        optimizer.load_state_dict(state["optimizer_state_dict"])
-        generator.set_state(state["generator_state"].cpu())
-        torch.set_rng_state(state["cpu_rng_state"].cpu())
-        start_epoch, best = state["epoch"] + 1, state["best_val_acc"]
-        log.info("resumed after epoch %d (best %.2f %%)", state["epoch"], best)
+        state = torch.load(state_path, weights_only=True)
+        if state["recipe"] != asdict(recipe):
+            raise SystemExit(f"train: error: {state_path} was trained with {state['recipe']}, not {asdict(recipe)}")
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        step, order, sums, clock, command = state["step"], state["order"], state["sums"], state["clock"], state["command"]
+        log.info("resumed at step %d of %d (epoch %d)", step, total_steps, step // steps_per_epoch + 1)
+    elif state_path.exists():
+        raise SystemExit(f"train: error: {state_path} exists: pass --resume, or choose another --run")
+    else:
+        history_path.write_text("")
+        log.info("recipe: %s", json.dumps(asdict(recipe)))
 
-    for epoch in range(start_epoch, args.epochs + 1):
+    mark = time.monotonic()
+
+    def save_state() -> None:
+        nonlocal mark
+        clock["wall_seconds"] += time.monotonic() - mark
+        mark = time.monotonic()
+        save_atomically(
+            {"recipe": asdict(recipe), "command": command, "model": model.state_dict(), "ema": ema.state_dict(),
+             "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "step": step,
+             "order": order, "sums": sums, "clock": clock},
+            state_path,
+        )  # fmt: skip
+
+    def piece_over() -> str | None:
+        if stop.signal:
+            return stop.signal
+        if args.time_limit_min is not None and time.monotonic() - started > args.time_limit_min * 60:
+            return f"time limit {args.time_limit_min:g} min"
+        return None
+
+    while step < total_steps:
+        epoch, first = divmod(step, steps_per_epoch)
+        if first == 0:
+            order, sums = torch.randperm(len(x_train), generator=generator), dict.fromkeys(sums, 0)
         model.train()
-        order = torch.randperm(len(x_train), device=device, generator=generator)
-        loss_sum, seen, epoch_start = 0.0, 0, time.monotonic()
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{args.epochs}", leave=False, unit="batch")
+        bar = tqdm(range(first, steps_per_epoch), desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="step",
+                   initial=first, total=steps_per_epoch, mininterval=1 if sys.stderr.isatty() else 60, leave=False)  # fmt: skip
+        tick = time.monotonic()
         for i in bar:
-            step = (epoch - 1) * steps_per_epoch + i
+            lr = lr_at(step, total_steps, warmup_steps, recipe.lr)
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total_steps, warmup_steps, peak)
-            idx = order[i * args.batch_size : (i + 1) * args.batch_size]
-            inputs = normalize(augment(x_train[idx], generator), spec).contiguous(memory_format=torch.channels_last)
+                group["lr"] = lr
+            idx = order[i * recipe.batch_size : (i + 1) * recipe.batch_size]
+            inputs, targets = normalize(augment(x_train[idx], generator), spec), y_train[idx]
             with amp():
-                loss = F.cross_entropy(model(inputs), y_train[idx], label_smoothing=args.label_smoothing)
+                logits = model(inputs)
+            loss = F.cross_entropy(logits.float(), targets, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.item() * len(idx)
-            seen += len(idx)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
-        accuracy = evaluate(model, x_test, y_test, spec, 512, amp)
-        if accuracy > best:
-            best = accuracy
-            torch.save({"model_state_dict": model.state_dict(), "epoch": epoch, "best_val_acc": best}, args.out)
-        torch.save(
-            {"model_state_dict": model.state_dict(), "optimizer_state_dict": optimizer.state_dict(), "epoch": epoch,
-             "best_val_acc": best, "generator_state": generator.get_state(), "cpu_rng_state": torch.get_rng_state()},
-            state_path,
+            ema.update_parameters(model)
+            step += 1
+            now = time.monotonic()
+            sums["loss"] += loss.item() * len(idx)
+            sums["correct"] += (logits.argmax(1) == targets).sum().item()
+            sums["seen"] += len(idx)
+            sums["seconds"] += now - tick
+            clock["train_seconds"] += now - tick
+            tick = now
+            bar.set_postfix(loss=f"{sums['loss'] / sums['seen']:.3f}", img_s=f"{sums['seen'] / sums['seconds']:.1f}")
+            if i + 1 < steps_per_epoch and (why := piece_over()):
+                bar.close()
+                save_state()
+                log.info("piece ended (%s) at step %d of %d: continue with --resume", why, step, total_steps)
+                return 0
+        bar.close()
+
+        epoch += 1
+        record = {
+            "epoch": epoch, "step": step, "lr": lr, "loss": sums["loss"] / sums["seen"],
+            "train_top1": 100.0 * sums["correct"] / sums["seen"], "images_per_s": sums["seen"] / sums["seconds"],
+            "holdout_top1": top1(model, x_hold, y_hold, spec, amp),
+            "holdout_top1_ema": top1(ema.module, x_hold, y_hold, spec, amp),
+        }  # fmt: skip
+        if epoch % args.test_every == 0 or epoch == recipe.epochs:
+            record["test_top1"] = top1(model, x_test, y_test, spec, amp)
+            record["test_top1_ema"] = top1(ema.module, x_test, y_test, spec, amp)
+        save_state()
+        record.update(clock)
+        with history_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        log.info(
+            "epoch %d/%d  loss %.4f  train %.2f %%  holdout %.2f %% (EMA %.2f %%)%s  %.1f img/s  lr %.4f", epoch,
+            recipe.epochs, record["loss"], record["train_top1"], record["holdout_top1"], record["holdout_top1_ema"],
+            f"  test {record['test_top1']:.2f} % (EMA {record['test_top1_ema']:.2f} %)" if "test_top1" in record else "",
+            record["images_per_s"], lr,
         )  # fmt: skip
-        log.info("epoch %d/%d  loss %.4f  test acc %.2f %%  best %.2f %%  lr %.4f  %.1f s", epoch, args.epochs,
-                 loss_sum / seen, accuracy, best, optimizer.param_groups[0]["lr"], time.monotonic() - epoch_start)  # fmt: skip
-        if args.time_limit_min is not None and time.monotonic() - started > args.time_limit_min * 60 and epoch < args.epochs:
-            log.info("time limit reached after epoch %d: continue with --resume", epoch)
+        if step < total_steps and (why := piece_over()):
+            log.info("piece ended (%s) after epoch %d: continue with --resume", why, epoch)
             return 0
-    log.info("done: best test accuracy %.2f %% -> %s", best, args.out)
+
+    finish(args.run, recipe, model, ema, command, clock, len(x_train))
     return 0
+
+
+def finish(run: Path, recipe: Recipe, model: nn.Module, ema: AveragedModel, command: str, clock: dict[str, float],
+           n_train: int) -> None:  # fmt: skip
+    """Write model.pth (raw or EMA, whichever the hold-out prefers) and summary.json."""
+    last = json.loads((run / "history.jsonl").read_text().splitlines()[-1])
+    use_ema = last["holdout_top1_ema"] > last["holdout_top1"]
+    chosen = ema.module if use_ema else model
+    holdout = last["holdout_top1_ema"] if use_ema else last["holdout_top1"]
+    state_dict = {k: v.detach().float().clone() for k, v in chosen.state_dict().items()}
+    save_atomically({"model_state_dict": state_dict, "epoch": recipe.epochs, "best_val_acc": holdout}, run / "model.pth")
+    summary = {
+        "weights": "ema" if use_ema else "final", "epochs": recipe.epochs, "recipe": asdict(recipe),
+        "holdout_top1": holdout, "test_top1_bf16": last["test_top1_ema" if use_ema else "test_top1"],
+        "test_top1_raw": last["test_top1"], "test_top1_ema": last["test_top1_ema"],
+        "train_images": n_train, "images_seen": n_train * recipe.epochs, **{k: round(v, 1) for k, v in clock.items()},
+        "images_per_s": round(n_train * recipe.epochs / clock["train_seconds"], 1),
+        "hardware": f"{cpu_name()}, {os.cpu_count()} cores", "torch": torch.__version__, "command": command,
+    }  # fmt: skip
+    (run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("done: %s weights, hold-out %.2f %%, test %.2f %% (bf16) -> %s", summary["weights"], holdout,
+             summary["test_top1_bf16"], run / "model.pth")  # fmt: skip
 
 
 if __name__ == "__main__":

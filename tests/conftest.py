@@ -94,8 +94,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(tag: str, log: Path, **settings: str) -> Server:
-    """`bentoml serve` on a free port with PYRAMIDNET_* settings; returns once /readyz answers 200."""
+def start_server(tag: str, log: Path, *, wait_ready: bool = True, **settings: str) -> Server:
+    """`bentoml serve` on a free port with PYRAMIDNET_* settings, in a process group of its own
+    (as a shell runs it); returns once /readyz answers 200, or at once with wait_ready=False."""
     port = free_port()
     # Its own BENTOML_HOME sharing the test model store: `bentoml serve` wipes the Prometheus
     # directory under its home on start, which would blank the metrics of a server beside it.
@@ -110,8 +111,11 @@ def start_server(tag: str, log: Path, **settings: str) -> Server:
     }
     cmd = [sys.executable, "-m", "bentoml", "serve", "service:PyramidNetClassifier", "--host", "127.0.0.1",
            "--port", str(port)]  # fmt: skip
-    process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                               start_new_session=True)  # fmt: skip
     server = Server(f"http://127.0.0.1:{port}", process, log)
+    if not wait_ready:
+        return server
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:

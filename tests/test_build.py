@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,11 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BENTOML = str(Path(sys.executable).parent / "bentoml")
+
+
+def healthcheck_instruction(text: str) -> str:
+    """The HEALTHCHECK instruction in `text`, continuation lines joined, whitespace normalised."""
+    return " ".join(re.search(r"^HEALTHCHECK .*?\]$", text, re.MULTILINE | re.DOTALL)[0].replace("\\\n", " ").split())
 
 
 def test_bento_pins_the_model_and_carries_the_library(default_model, tmp_path):
@@ -34,8 +40,16 @@ def test_bento_pins_the_model_and_carries_the_library(default_model, tmp_path):
     healthcheck = next(line for line in dockerfile.splitlines() if line.startswith("HEALTHCHECK"))
     assert "--start-period=" in healthcheck and "--timeout=" in healthcheck
     assert "/readyz" in dockerfile.split("HEALTHCHECK", 1)[1] and "curl" not in healthcheck
-    requirements = (bento / "env" / "python" / "requirements.txt").read_text()
-    assert "torch==" in requirements and "bentoml==" in requirements
+    requirements = [line.split("==")[0] for line in (bento / "env" / "python" / "requirements.txt").read_text().split()]
+    assert len(requirements) == len(set(requirements)), f"a package pinned twice: {requirements}"
+
+    # What docs/deployment.md says the bento holds is what it holds.
+    doc = (REPO / "docs" / "deployment.md").read_text()
+    pinned = re.search(r"^Pinned packages: (.+)\.$", doc, re.MULTILINE)[1].split(", ")
+    assert sorted(pinned) == sorted(requirements)
+    documented_envs = dict(re.findall(r"^\| `([A-Z_]+)` \| `([^`]*)` \|$", doc, re.MULTILINE))
+    assert documented_envs == {e["name"]: e["value"] for e in manifest["envs"]}
+    assert healthcheck_instruction(doc) == healthcheck_instruction(dockerfile)
 
     # Inside the bento, `model_store` resolves to the bento's own copy and service.py imports.
     probe = "import model_store, service; print(model_store.__file__); print(service.PyramidNetClassifier.name)"
@@ -44,3 +58,13 @@ def test_bento_pins_the_model_and_carries_the_library(default_model, tmp_path):
     assert imported.returncode == 0, imported.stderr[-3000:]
     module_file, service_name = imported.stdout.split()[-2:]
     assert Path(module_file).is_relative_to(src) and service_name == "pyramidnet_classifier"
+
+
+def test_every_setting_the_docs_name_exists():
+    from model_store import Settings
+
+    names = {f"PYRAMIDNET_{field.upper()}" for field in Settings.model_fields}
+    names.add("PYRAMIDNET_API_KEY")  # scripts/classify_dir.py's, the client side of PYRAMIDNET_API_KEYS
+    documents = [REPO / "README.md", *(REPO / "docs").glob("*.md"), *(REPO / "deploy").rglob("*.yaml")]
+    mentioned = {name for path in documents for name in re.findall(r"PYRAMIDNET_[A-Z_]+[A-Z]", path.read_text())}
+    assert mentioned - names == set()

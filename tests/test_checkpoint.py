@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import warnings
 import random
 from pathlib import Path
 
@@ -129,25 +130,33 @@ class _RunsCode:
         return (os.system, (f"touch {self.marker}",))
 
 
-@pytest.mark.parametrize("fmt", ["zip", "legacy", "plain-pickle"])
+@pytest.mark.parametrize("fmt", ["zip", "legacy", "pickle-2", "pickle-4", "pickle-5"])
 def test_a_pickle_that_would_run_code_is_refused_and_never_runs(tmp_path, state_dict, fmt):
     marker = tmp_path / "code-ran"
     payload = {"model_state_dict": state_dict, "epoch": _RunsCode(marker)}
     path = tmp_path / "evil.pth"
-    if fmt == "plain-pickle":
-        path.write_bytes(pickle.dumps(payload, protocol=2))
+    if fmt.startswith("pickle-"):
+        path.write_bytes(pickle.dumps(payload, protocol=int(fmt[-1])))
     else:
         save(path, payload, _use_new_zipfile_serialization=(fmt == "zip"))
     # The payload is real: an unrestricted unpickler runs it.
     pickle.loads(pickle.dumps(_RunsCode(tmp_path / "control")))
     assert (tmp_path / "control").exists()
 
-    with pytest.raises(CheckpointError) as err:
+    with pytest.raises(UnsafeCheckpointError) as err, warnings.catch_warnings():
+        warnings.simplefilter("error")  # and without a warning from torch
         read_checkpoint(path)
     assert not marker.exists()
-    if fmt == "zip":
-        assert isinstance(err.value, UnsafeCheckpointError)
-        assert "arbitrary unpickling" in str(err.value) and "system" in str(err.value)
+    assert "arbitrary unpickling" in str(err.value)
+    assert f"{os.system.__module__}.system" in str(err.value)  # the offending global, named (posix.system)
+
+
+def test_a_raw_pickle_of_allowed_types_is_not_called_unsafe(tmp_path):
+    path = tmp_path / "plain.pkl"
+    path.write_bytes(pickle.dumps({"model_state_dict": {"w": [1.0, 2.0]}}, protocol=4))
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(path)
+    assert not isinstance(err.value, UnsafeCheckpointError)
 
 
 def test_bytes_in_memory_are_hashed_like_files(tmp_path, state_dict):

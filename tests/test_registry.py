@@ -156,3 +156,31 @@ def test_shipped_weights_become_the_trained_embedded_default(tmp_path):
 def test_without_shipped_weights_the_default_is_the_untrained_stand_in(tmp_path):
     checkpoint = embedded_default(shipped=tmp_path / "absent.safetensors")
     assert checkpoint.metadata == {"trained": False} and checkpoint.source.startswith("embedded:random-init")
+
+
+def test_registering_the_same_weights_again_returns_the_stored_model(tmp_path):
+    path = tmp_path / "best_pyramidnet_model.pth"
+    torch.save({"model_state_dict": embedded_default().state_dict, "epoch": 3}, path)
+    first = register(read_checkpoint(path), name="twice")
+    second = register(read_checkpoint(path), name="twice")
+    assert first.tag == second.tag and first.tag.version == read_checkpoint(path).sha256[:16]
+    assert [str(m.tag) for m in bentoml.models.list("twice")] == [str(first.tag)]
+
+
+def make(*args: str, **env: str) -> str:
+    result = subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, **env})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_make_serve_installs_only_what_serving_needs(tmp_path):
+    steps = make("serve", f"VENV={tmp_path / 'venv'}")
+    assert "pip install -e .\n" in steps and "[dev]" not in steps
+    assert "[dev]" in make("test", f"VENV={tmp_path / 'venv'}")
+
+
+def test_make_serve_has_one_model_knob():
+    assert 'tag="team-model:v3"' in make("serve", "MODEL=team-model:v3")
+    assert 'tag="team-model:v4"' in make("serve", PYRAMIDNET_MODEL="team-model:v4")
+    assert 'tag=""' in make("serve", PYRAMIDNET_MODEL="")  # unset: the embedded default, pinned by its weights

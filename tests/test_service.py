@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -36,8 +37,9 @@ def batch_histogram(server: Server) -> dict[float, float]:
     return {float(le): float(n) for le, n in re.findall(pattern, server.metrics())}
 
 
-def test_ready_only_after_the_model_is_loaded_and_warm(server):
+def test_ready_only_after_the_model_is_loaded_and_warm(server, offline):
     assert "warmed up" in server.log_when_ready
+    assert f"serving {offline.tag}" in server.log_when_ready  # which model, said at start-up
     assert "untrained random-init weights" in server.log_when_ready  # the log says so plainly
 
 
@@ -107,6 +109,27 @@ def test_python_client_accepts_pil_images_opened_from_files(client, offline, sam
         result = client.classify(image=image)
     expected = offline_probabilities(offline, sample_jpegs[:1])[0]
     assert np.abs(served_probabilities([result])[0] - expected).max() < PARITY
+
+
+def test_python_client_sends_images_held_in_memory(client, offline, exact_images):
+    from model_store.client import uploadable
+
+    pixels = exact_images[0][:6]
+    in_memory = [Image.fromarray(p) for p in pixels]
+    with pytest.raises(AttributeError, match="fp"):  # the generated client alone (BentoML 1.4)
+        client.classify(image=in_memory[0])
+    results = [client.classify(image=uploadable(in_memory[0])),
+               *client.classify_batch(images=[uploadable(p) for p in pixels[1:4]]),
+               client.classify(image=uploadable(in_memory[4].convert("CMYK"))),  # RGB to CMYK and back is exact
+               client.classify(image=uploadable(encode(in_memory[5])))]  # fmt: skip
+    expected = offline.predict_proba(preprocess_batch(in_memory, offline.spec))
+    assert np.abs(served_probabilities(results) - expected).max() < PARITY  # PNG is lossless: the same pixels
+
+
+def encode(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def test_wrong_declared_content_type_is_judged_by_the_bytes(server, sample_jpegs):

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from model_store import CIFAR10_CLASSES, ModelSpec, read_checkpoint
+from model_store import CIFAR10_CLASSES, ModelSpec, embedded_default, read_checkpoint
+
+from .conftest import CIFAR10
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -53,29 +55,99 @@ def test_normalisation_matches_the_serving_preprocessing(exact_images):
     assert np.array_equal(ours, serving_normalize(images, ModelSpec()))
 
 
-def test_schedule_warms_up_then_decays_to_zero():
-    lrs = [train.lr_at(s, 100, 10, 0.1) for s in range(100)]
-    assert lrs[0] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.1)
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False)) and lrs[-1] < 1e-3
+def test_schedule_warms_up_then_decays_linearly_to_zero_at_the_last_step():
+    lrs = [train.lr_at(s, 100, 10, 0.1) for s in range(101)]
+    assert lrs[0] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.1) and lrs[10] == pytest.approx(0.1)
+    assert lrs[55] == pytest.approx(0.05) and lrs[100] == 0  # linear, and zero once every step is done
+    assert all(a > b for a, b in zip(lrs[10:], lrs[11:], strict=False))
 
 
-def test_train_resume_register_and_evaluate(data, tmp_path, server):
-    out = tmp_path / "best_pyramidnet_model.pth"
-    common = ["--data", str(data), "--out", str(out), "--batch-size", "10", "--limit-per-class", "3", "--epochs", "2"]
-    first = script("train.py", *common, "--time-limit-min", "0")  # stops after epoch 1, as a piece would
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "continue with --resume" in first.stderr
-    second = script("train.py", *common, "--resume")
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "resumed after epoch 1" in second.stderr and "epoch 2/2" in second.stderr
+def test_weight_decay_only_on_conv_and_linear_weights():
+    model = train.build_model(ModelSpec())
+    decayed, free = train.build_optimizer(model, RECIPE).param_groups
+    layers = {n: m for n, m in model.named_modules()}
+    names = {id(p): n for n, p in model.named_parameters()}
+    for p in decayed["params"]:
+        assert isinstance(layers[names[id(p)].rsplit(".", 1)[0]], torch.nn.Conv2d | torch.nn.Linear)
+        assert names[id(p)].endswith(".weight")
+    assert decayed["weight_decay"] == RECIPE.weight_decay and free["weight_decay"] == 0
+    assert {names[id(p)].rsplit(".", 1)[1] for p in free["params"]} == {"weight", "bias"}  # BN and fc bias
+    assert len(decayed["params"]) + len(free["params"]) == len(list(model.parameters()))
 
-    checkpoint = read_checkpoint(out)  # the seed's format, read safely
-    assert checkpoint.epoch in (1, 2) and checkpoint.best_val_acc is not None
-    shipped = script("ship_weights.py", "--checkpoint", str(out), "--test-accuracy-jpeg", "10.0",
-                     "--test-accuracy-exact", "10.0", "--training-command", "pytest", "--data", "30 images",
-                     "--out", str(tmp_path / "shipped.safetensors"))  # fmt: skip
-    assert shipped.returncode == 0 and (tmp_path / "shipped.safetensors").is_file(), shipped.stderr
-    registered = script("save_model.py", "--checkpoint", str(out), "--name", "trained-on-cpu")
+
+def test_every_residual_block_starts_as_the_identity():
+    model = train.build_model(ModelSpec()).eval()
+    block = model.layer2[3]
+    x = torch.randn(2, block.bn1.num_features, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(block(x), block.down_sample(x))
+
+
+def test_holdout_is_stratified_disjoint_and_fixed_by_the_seed():
+    labels = np.repeat(np.arange(10), 50)
+    train_idx, holdout = train.split_holdout(labels, 5, seed=0)
+    assert np.bincount(labels[holdout]).tolist() == [5] * 10
+    assert not set(train_idx) & set(holdout) and len(train_idx) + len(holdout) == len(labels)
+    assert np.array_equal(holdout, train.split_holdout(labels, 5, seed=0)[1])
+    assert not np.array_equal(holdout, train.split_holdout(labels, 5, seed=1)[1])
+
+
+RECIPE = train.Recipe(epochs=2, batch_size=8, lr=0.1, warmup_epochs=1, weight_decay=5e-4, label_smoothing=0.1,
+                      ema_decay=0.9, holdout_per_class=1, limit_per_class=3, precision="bf16", seed=0)  # fmt: skip
+SMALL_RUN = ["--epochs", "2", "--batch-size", "8", "--warmup-epochs", "1", "--ema-decay", "0.9",
+             "--holdout-per-class", "1", "--limit-per-class", "3", "--test-every", "1"]  # fmt: skip
+
+
+def test_a_run_in_pieces_is_step_for_step_the_run_in_one(data, tmp_path):
+    whole = script("train.py", "--data", str(data), "--run", str(tmp_path / "whole"), *SMALL_RUN)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    pieces = tmp_path / "pieces"
+    first = script("train.py", "--data", str(data), "--run", str(pieces), *SMALL_RUN, "--time-limit-min", "0")
+    assert first.returncode == 0 and "piece ended (time limit 0 min) at step 1 of 6" in first.stderr, first.stderr
+    for _ in range(6):  # each piece ends after one step: mid-epoch and at the epoch's end
+        if (pieces / "model.pth").exists():
+            break
+        piece = script("train.py", "--data", str(data), "--run", str(pieces), *SMALL_RUN, "--time-limit-min", "0",
+                       "--resume")  # fmt: skip
+        assert piece.returncode == 0, piece.stderr[-3000:]
+
+    a, b = torch.load(tmp_path / "whole" / "model.pth"), torch.load(pieces / "model.pth")
+    assert a.keys() == b.keys() and a["best_val_acc"] == b["best_val_acc"]
+    for key, value in a["model_state_dict"].items():
+        assert torch.equal(value, b["model_state_dict"][key]), key
+    history = [json.loads(line) for line in (tmp_path / "whole" / "history.jsonl").read_text().splitlines()]
+    resumed = [json.loads(line) for line in (pieces / "history.jsonl").read_text().splitlines()]
+    same = ("epoch", "step", "lr", "loss", "train_top1", "holdout_top1", "holdout_top1_ema", "test_top1", "test_top1_ema")
+    assert [[h[k] for k in same] for h in history] == [[h[k] for k in same] for h in resumed]
+
+
+def test_a_resume_with_another_recipe_is_refused(data, tmp_path):
+    run = tmp_path / "run"
+    assert script("train.py", "--data", str(data), "--run", str(run), *SMALL_RUN, "--time-limit-min", "0").returncode == 0
+    other = script("train.py", "--data", str(data), "--run", str(run), *SMALL_RUN, "--lr", "0.2", "--resume")
+    assert other.returncode != 0 and "was trained with" in other.stderr
+    again = script("train.py", "--data", str(data), "--run", str(run), *SMALL_RUN)
+    assert again.returncode != 0 and "pass --resume" in again.stderr
+
+
+def test_train_register_and_evaluate(data, tmp_path, server):
+    run = tmp_path / "run"
+    trained = script("train.py", "--data", str(data), "--run", str(run), *SMALL_RUN)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs"] == 2 and summary["weights"] in ("final", "ema") and summary["train_images"] == 20
+    assert summary["command"].startswith("python scripts/train.py --data")
+
+    checkpoint = read_checkpoint(run / "model.pth")  # the seed's format, read safely
+    assert checkpoint.epoch == 2 and checkpoint.best_val_acc == summary["holdout_top1"]
+    shipped = script("ship_weights.py", "--run", str(run), "--data", str(CIFAR10), "--out", str(tmp_path / "w.safetensors"))
+    assert shipped.returncode == 0, shipped.stderr[-3000:]
+    facts = embedded_default(shipped=tmp_path / "w.safetensors").metadata
+    assert 0 <= float(facts["test_top1_jpeg"]) <= 100 and 0 <= float(facts["test_top1_exact"]) <= 100
+    assert facts["epochs"] == "2" and facts["training_command"] == summary["command"]
+    assert facts["data"] == "CIFAR-10 training JPEGs: 20 images (1 per class held out), 40 seen over 2 epochs"
+    registered = script("save_model.py", "--checkpoint", str(run / "model.pth"), "--name", "trained-on-cpu")
     assert registered.returncode == 0, registered.stderr
     tag = registered.stdout.splitlines()[0]
 

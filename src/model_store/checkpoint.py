@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
+import pickletools
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +14,8 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch._weights_only_unpickler import _get_allowed_globals
+from torch.serialization import get_safe_globals
 
 # Prefixes that wrappers add to every key: DataParallel/DistributedDataParallel, torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -104,21 +108,65 @@ def _safe_load(data: bytes, source: str) -> Any:
         raise CheckpointError(f"{source} is empty")
     if not (data.startswith(_ZIP_MAGIC) or data[0] == _PICKLE_PROTO):
         raise CheckpointError(f"{source} is not a PyTorch checkpoint (unrecognised header {data[:8]!r})")
+    if data[0] == _PICKLE_PROTO and (unsafe := _disallowed_globals(data)):
+        # torch's own refusal of a raw pickle at protocol 4 or 5 stops at an opcode it does not
+        # support ("Unsupported operand 149") before it reaches, and names, the global.
+        raise _unsafe(source, f"it imports {_listing(unsafe)}")
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about protocols > 2 before refusing or reading them
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # weights_only refuses any global outside torch's allow-list; name it and stop.
         # Retrying with weights_only=False would run whatever the file asks for.
         cause = str(e.__context__ or e)
         if "GLOBAL" in cause:
-            raise UnsafeCheckpointError(
-                f"{source} refused: loading it would need arbitrary unpickling ({cause.strip()}). "
-                "Re-save it from a trusted environment as plain tensors: "
-                "torch.save({'model_state_dict': model.state_dict(), 'epoch': ..., 'best_val_acc': ...}, path)"
-            ) from None
+            raise _unsafe(source, cause.strip()) from None
         raise CheckpointError(f"{source} is not a readable PyTorch checkpoint ({cause.strip()})") from None
     except (RuntimeError, EOFError, KeyError, ValueError, IndexError, OSError) as e:
         raise CheckpointError(f"{source} is truncated or corrupt ({type(e).__name__}: {_first_line(e)})") from None
+
+
+def _unsafe(source: str, why: str) -> UnsafeCheckpointError:
+    return UnsafeCheckpointError(
+        f"{source} refused: loading it would need arbitrary unpickling ({why}). "
+        "Re-save it from a trusted environment as plain tensors: "
+        "torch.save({'model_state_dict': model.state_dict(), 'epoch': ..., 'best_val_acc': ...}, path)"
+    )
+
+
+def _disallowed_globals(data: bytes) -> list[str]:
+    """The globals a raw pickle imports that torch's weights_only loader does not allow, read from
+    its opcodes (nothing is executed). STACK_GLOBAL (protocol 4+) takes the two strings pushed last,
+    directly or from the memo."""
+    allowed = {*_get_allowed_globals(), *(f"{g.__module__}.{g.__qualname__}" for g in get_safe_globals()
+                                          if not isinstance(g, tuple))}  # fmt: skip
+    found: list[str] = []
+    strings: list[str] = []
+    memo: dict[int, str | None] = {}
+    top: str | None = None  # the string on top of the stack, when the last push was one
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if isinstance(arg, str) and op.name.endswith(("UNICODE", "UNICODE8", "STRING")):
+                top = arg
+                strings.append(arg)
+            elif op.name == "MEMOIZE":
+                memo[len(memo)] = top
+            elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[arg] = top
+            elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+                top = memo.get(arg)
+                if top is not None:
+                    strings.append(top)
+            else:
+                if op.name in ("GLOBAL", "INST"):
+                    found.append(arg.replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                top = None
+    except ValueError:
+        pass  # malformed: torch.load says so below
+    return sorted({g for g in found if g not in allowed})
 
 
 def _optional_number(value: Any, kind: type[int] | type[float]) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -26,6 +27,7 @@ DEFAULT_MODEL_NAME = "pyramidnet-cifar10"
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "spec.json"
 EMBEDDED_SEED = 0
+VERSION_LENGTH = 16  # hex digits of the checkpoint's sha256 that make its version
 # Trained weights shipped with the package, once they exist (scripts/ship_weights.py writes them).
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "pyramidnet110-cifar10.safetensors"
 
@@ -105,7 +107,14 @@ def register(
 ) -> bentoml.Model:
     """Validate, smoke-test and store a checkpoint; nothing is written unless every check passes.
 
+    The version comes from the checkpoint's sha256: registering the same file again returns the
+    model already stored, and a tag names exactly one set of weights.
     `trained` defaults to the checkpoint's own record of it, else True (a user's checkpoint)."""
+    tag = bentoml.Tag(name, checkpoint.sha256[:VERSION_LENGTH])
+    with contextlib.suppress(bentoml.exceptions.NotFound):
+        existing = bentoml.models.get(tag)
+        log.info("%s is already in the store (the same weights); not registered again", tag)
+        return existing
     spec = spec or ModelSpec()
     module = build_network(spec, checkpoint.state_dict).eval()
     _smoke_test(module, spec)
@@ -126,7 +135,7 @@ def register(
         metadata["best_val_acc"] = checkpoint.best_val_acc
 
     state_dict = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
-    with bentoml.models.create(name, labels=labels or {}, metadata=metadata) as model:
+    with bentoml.models.create(tag, labels=labels or {}, metadata=metadata) as model:
         safetensors.torch.save_file(state_dict, model.path_of(WEIGHTS_FILE), metadata={"format": "pt"})
         with open(model.path_of(SPEC_FILE), "w") as f:
             f.write(spec.model_dump_json(indent=2))

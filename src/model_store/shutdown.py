@@ -1,10 +1,11 @@
 """Graceful shutdown for the runner: answer the API workers until they have drained.
 
-On SIGTERM BentoML's process manager signals the API workers and the runner at the same time.
-The API workers stop accepting and finish the requests they hold, but those still need the
-runner, which would already be gone: its batcher would cancel what it queues (503s). The runner
-therefore holds its own SIGTERM until no call is in flight and none has arrived for `idle_s`
-seconds (or `max_s` have passed), then hands the signal to the server's own handler.
+On SIGTERM (a stop from Kubernetes) or SIGINT (Ctrl-C reaches every process of the group),
+the API workers and the runner are signalled at the same time. The API workers stop accepting
+and finish the requests they hold, but those still need the runner, which would already be
+gone: its batcher would cancel what it queues (503s). The runner therefore holds the signal
+until no call is in flight and none has arrived for `idle_s` seconds (or `max_s` have passed),
+then hands it to the server's own handler. An idle runner stops within `idle_s` of its start.
 
 Calls are counted where they arrive, by `CountCalls` around the runner's ASGI app, so a call
 that waits in the batcher's queue counts as much as one in a forward pass.
@@ -46,20 +47,31 @@ class DrainBeforeExit:
             return self._in_flight == 0 and time.monotonic() - self._last_work >= self.idle_s
 
     def install(self) -> bool:
-        """Wrap the current SIGTERM handler; only possible from the main thread of the process."""
-        handler = signal.getsignal(signal.SIGTERM)
-        if threading.current_thread() is not threading.main_thread() or not callable(handler):
-            log.warning("SIGTERM not deferred: no server handler to wrap in this thread")
+        """Wrap the server's SIGTERM and SIGINT handlers; only possible from the main thread."""
+        if threading.current_thread() is not threading.main_thread():
+            log.warning("stop signals not deferred: not on the main thread")
             return False
-
-        def on_sigterm(sig: int, frame: FrameType | None) -> None:
-            threading.Thread(target=self._exit_when_idle, args=(handler, sig, frame), daemon=True).start()
-
-        signal.signal(signal.SIGTERM, on_sigterm)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            handler = signal.getsignal(sig)
+            if not callable(handler):
+                log.warning("%s not deferred: no server handler to wrap", sig.name)
+                continue
+            signal.signal(sig, self._deferring(handler))
         return True
 
+    def _deferring(self, handler):  # noqa: ANN001, ANN202
+        started = threading.Event()
+
+        def on_signal(sig: int, frame: FrameType | None) -> None:
+            if not started.is_set():  # a second Ctrl-C does not start a second wait
+                started.set()
+                threading.Thread(target=self._exit_when_idle, args=(handler, sig, frame), daemon=True).start()
+
+        return on_signal
+
     def _exit_when_idle(self, handler, sig: int, frame: FrameType | None) -> None:  # noqa: ANN001
-        log.info("SIGTERM: serving until idle for %.1f s (at most %.0f s)", self.idle_s, self.max_s)
+        name = signal.Signals(sig).name
+        log.info("%s: serving until idle for %.1f s (at most %.0f s)", name, self.idle_s, self.max_s)
         deadline = time.monotonic() + self.max_s
         while time.monotonic() < deadline and not self.idle():
             time.sleep(0.05)
