@@ -9,13 +9,17 @@ import asyncio
 import logging
 import os
 import threading
+from functools import partial
 from pathlib import Path
+from typing import Annotated
 
 import aiohttp
 import bentoml
 import numpy as np
+from bentoml._internal.context import server_context
 from bentoml.exceptions import BentoMLException
-from starlette.responses import JSONResponse
+from bentoml.validators import ContentType
+from pydantic import Field
 
 from model_store import (
     ApiError,
@@ -23,16 +27,29 @@ from model_store import (
     ModelInfo,
     Prediction,
     Settings,
-    TooManyImages,
     decode_image,
     load_classifier,
     preprocess_batch,
     read_spec,
     to_predictions,
 )
-from model_store.errors import Internal, Overloaded, error_body
+from model_store.edge import (
+    AccessLog,
+    Admission,
+    ApiDocs,
+    ApiKeys,
+    Deadline,
+    ErrorContract,
+    Forms,
+    Ledger,
+    RequestId,
+    SecurityHeaders,
+    Upload,
+    UploadedForm,
+    form_fields,
+)
+from model_store.errors import Internal, Overloaded, answers_errors
 from model_store.logs import configure_logging
-from model_store.middleware import ApiEdge
 from model_store.schemas import BatchingLimits, InputLimits
 from model_store.shutdown import CountCalls, DrainBeforeExit
 
@@ -41,7 +58,7 @@ configure_logging()
 log = logging.getLogger("pyramidnet")
 UNTRAINED_WARNING = "this model has untrained random-init weights: its predictions are meaningless"
 API_WORKERS = (os.cpu_count() or 1) if settings.api_workers == "cpu_count" else settings.api_workers
-# BentoML's own traffic timeout answers outside the error contract: ApiEdge answers first.
+# BentoML's own traffic timeout answers outside the error contract: the edge's Deadline answers first.
 FRAMEWORK_TIMEOUT_S = settings.timeout_s + 30
 # The runner's SIGTERM waits for the calls the API workers still send it (see shutdown.py).
 drain = DrainBeforeExit(max_s=settings.timeout_s)
@@ -124,11 +141,19 @@ class PyramidNetRunner:
         return str(self._model().device)
 
 
+class ClassifyInput(UploadedForm):
+    image: Annotated[Path, ContentType("image/*")] = Field(description="one image file")
+
+
+class ClassifyBatchInput(UploadedForm):
+    images: list[Annotated[Path, ContentType("image/*")]] = Field(description="image files, answered in this order")
+
+
 @bentoml.service(
     name="pyramidnet_classifier",
     workers=settings.api_workers,
     traffic={"timeout": FRAMEWORK_TIMEOUT_S},
-    logging={"access": {"enabled": False}},  # ApiEdge writes one JSON line per request instead
+    logging={"access": {"enabled": False}},  # AccessLog writes one JSON line per request instead
     http={"cors": {"enabled": bool(settings.cors_origins), "access_control_allow_origins": list(settings.cors_origins),
                    "access_control_allow_methods": ["GET", "POST", "OPTIONS"],
                    "access_control_allow_headers": ["Authorization", "X-API-Key", "X-Request-ID", "Content-Type"],
@@ -145,25 +170,17 @@ class PyramidNetClassifier:
         self.spec = read_spec(self.model)
         self.tag = str(self.model.tag)
 
-    @bentoml.api(route="/classify")
-    async def classify(self, image: Path) -> Prediction:
+    @bentoml.api(route="/classify", input_spec=ClassifyInput)
+    @answers_errors
+    async def classify(self, image: Upload) -> Prediction:
         """Classify one image (multipart field `image`)."""
-        try:
-            return (await self._classify([image]))[0]
-        except ApiError as e:
-            return _error(e)
+        return (await self._classify([image]))[0]
 
-    @bentoml.api(route="/classify_batch")
-    async def classify_batch(self, images: list[Path]) -> list[Prediction]:
+    @bentoml.api(route="/classify_batch", input_spec=ClassifyBatchInput)
+    @answers_errors
+    async def classify_batch(self, images: list[Upload]) -> list[Prediction]:
         """Classify 1..N images (multipart field `images`, repeated); results in the same order."""
-        try:
-            if len(images) > settings.max_images_per_request:
-                raise TooManyImages(
-                    f"{len(images)} images in one request; the limit is {settings.max_images_per_request}"
-                )
-            return await self._classify(images)
-        except ApiError as e:
-            return _error(e)
+        return await self._classify(images)
 
     @bentoml.api(route="/model_info")
     async def model_info(self) -> ModelInfo:
@@ -185,13 +202,13 @@ class PyramidNetClassifier:
             batching=BatchingLimits(
                 max_batch_size=settings.max_batch_size,
                 max_latency_ms=settings.max_latency_ms,
-                max_queued_images=settings.max_queued_images,
+                max_wait_s=settings.max_wait_s,
             ),
             limits=InputLimits.from_settings(settings),
         )
 
-    async def _classify(self, paths: list[Path]) -> list[Prediction]:
-        batch = await asyncio.to_thread(self._prepare, paths)
+    async def _classify(self, uploads: list[Upload]) -> list[Prediction]:
+        batch = await asyncio.to_thread(self._prepare, uploads)
         try:
             probabilities = await self._predict(batch)
         except BentoMLException as e:
@@ -213,30 +230,36 @@ class PyramidNetClassifier:
             log.warning("runner connection lost; retrying a batch of %d once", len(batch))
             return await self.runner.to_async.predict(batch)
 
-    def _prepare(self, paths: list[Path]) -> np.ndarray:
+    def _prepare(self, uploads: list[Upload]) -> np.ndarray:
         """Files -> float32 (N, 3, 32, 32); a bad file names its position in the request."""
         images = []
-        for i, path in enumerate(paths):
+        for i, upload in enumerate(uploads):
             try:
                 images.append(
-                    decode_image(path, max_pixels=settings.max_image_pixels, formats=settings.allowed_formats)
+                    decode_image(upload.data, max_pixels=settings.max_image_pixels, formats=settings.allowed_formats)
                 )
             except ApiError as e:
-                raise type(e)(f"images[{i}]: {e}" if len(paths) > 1 else str(e)) from None
+                raise type(e)(f"images[{i}]: {e}" if len(uploads) > 1 else str(e)) from None
         return preprocess_batch(images, self.spec)
 
 
-def _error(e: ApiError) -> JSONResponse:
-    return JSONResponse(error_body(e.code, str(e)), status_code=e.status)
-
-
 PyramidNetRunner.add_asgi_middleware(CountCalls, drain=drain)
-PyramidNetClassifier.add_asgi_middleware(
-    ApiEdge,
-    file_fields={api.route: set(api.input_spec.multipart_fields) for api in PyramidNetClassifier.apis.values()},
-    api_keys=settings.keys(),
-    max_request_bytes=settings.max_request_bytes,
-    max_file_bytes=settings.max_file_bytes,
-    max_queued_images=max(1, settings.max_queued_images // API_WORKERS),
-    timeout_s=settings.timeout_s,
-)
+
+APIS = PyramidNetClassifier.apis.values()
+FORM_FIELDS = {api.route: form_fields(api.input_spec, settings.max_images_per_request) for api in APIS}
+IMAGE_ROUTES = [route for route, fields in FORM_FIELDS.items() if fields]
+# Outermost first: each part has one job (src/model_store/edge).
+for middleware, options in [
+    (RequestId, {}),
+    (AccessLog, {}),
+    (ApiDocs, {"routes": [api.route for api in APIS]}),
+    (ErrorContract, {}),
+    (SecurityHeaders, {"routes": [api.route for api in APIS]}),
+    (ApiKeys, {"keys": settings.keys()}),
+    (Forms, {"fields": FORM_FIELDS, "max_request_bytes": settings.max_request_bytes,
+             "max_file_bytes": settings.max_file_bytes}),
+    (Admission, {"routes": IMAGE_ROUTES, "budget_s": settings.max_wait_s,
+                 "ledger": partial(Ledger.for_server, API_WORKERS, lambda: (server_context.worker_index or 1) - 1)}),
+    (Deadline, {"routes": IMAGE_ROUTES, "timeout_s": settings.timeout_s}),
+]:  # fmt: skip
+    PyramidNetClassifier.add_asgi_middleware(middleware, **options)

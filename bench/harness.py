@@ -7,7 +7,7 @@
 1. offline: `Classifier.predict_proba` images/s per backend and batch size (bench/offline.py);
 2. the baseline (bench/baseline_app.py: FastAPI + uvicorn, eager forward in the event loop, one
    request at a time) and then the service (`bentoml serve`, shipped settings) under the same
-   closed-loop load (bench/load.py) at each concurrency, on `/classify` (one image a request)
+   closed-loop load (`hey`, bench/hey.py) at each concurrency, on `/classify` (one image a request)
    and `/classify_batch` (`--images-per-request` images), same model, same JPEGs;
 3. for the service, the batch sizes the runner formed at each level, from /metrics.
 
@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -44,7 +45,7 @@ from model_store.backends import BACKENDS, choose
 from model_store.inference import resolve_device
 
 from . import offline
-from .load import DEFAULT_DATA, HEADER, load_images, row, run_level
+from .hey import DEFAULT_DATA, HEADER, load_images, row, run_level
 
 REPO = Path(__file__).resolve().parents[1]
 ENDPOINTS = ("/classify", "/classify_batch")
@@ -124,9 +125,9 @@ def load_endpoint(
     rows = []
     for level in args.concurrency:
         before = batch_counters(url) if design == "bentoml" else None
-        cpu_before, start = {**cpu_seconds(group), "load generator": time.process_time()}, time.perf_counter()
+        cpu_before, start = {**cpu_seconds(group), "load generator": hey_cpu_seconds()}, time.perf_counter()
         r = run_level(url, images, level, endpoint=endpoint, per_request=per_request, duration=args.duration)
-        cpu_after = {**cpu_seconds(group), "load generator": time.process_time()}
+        cpu_after = {**cpu_seconds(group), "load generator": hey_cpu_seconds()}
         elapsed = time.perf_counter() - start
         # Cores busy per role over the level (warm-up included): 2.0 is the whole 2-core machine.
         r["cores_busy"] = {k: round((v - cpu_before.get(k, 0.0)) / elapsed, 2) for k, v in cpu_after.items()}
@@ -138,6 +139,12 @@ def load_endpoint(
         batch = f"  batch {r['mean_batch_size']:.1f}" if r["mean_batch_size"] else ""
         print(f"{design:<9}" + row(r) + batch + f"  cores {r['cores_busy']}", flush=True)
     return rows
+
+
+def hey_cpu_seconds() -> float:
+    """CPU seconds of the finished `hey` runs (this process's waited-for children)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def runs_on(device, backend: str) -> bool:  # noqa: ANN001
@@ -197,7 +204,7 @@ def summarise(record: dict) -> dict:
 def write(record: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "record.json").write_text(json.dumps(record, indent=2) + "\n")
-    fields = ["design", "endpoint", "concurrency", "images_per_request", "ok_rps", "images_per_s", "p50_ms",
+    fields = ["design", "endpoint", "concurrency", "images_per_request", "ok_per_s", "images_per_s", "p50_ms",
               "p95_ms", "p99_ms", "mean_batch_size", "requests", "codes", "cores_busy"]  # fmt: skip
     with (out / "record.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fields, extrasaction="ignore")
@@ -292,8 +299,7 @@ def main() -> None:
     env = {"PYRAMIDNET_MODEL": record["model"]}
     # Both designs queue everything: the service's admission limit and batcher budget are raised
     # above the most the load ever has in flight (the baseline has neither).
-    queued = 2 * max(args.concurrency) * args.images_per_request  # x2: the API workers split it unevenly
-    service_env = {**env, "PYRAMIDNET_MAX_QUEUED_IMAGES": str(queued), "PYRAMIDNET_MAX_LATENCY_MS": "120000"}
+    service_env = {**env, "PYRAMIDNET_MAX_WAIT_S": "600", "PYRAMIDNET_MAX_LATENCY_MS": "120000"}
     record["load"]["service_overrides"] = {k: v for k, v in service_env.items() if k != "PYRAMIDNET_MODEL"}
     record["served"] = []
     logs = Path(tempfile.mkdtemp(prefix="bench-logs-"))

@@ -19,7 +19,7 @@ from model_store import DEFAULT_MODEL_NAME, load_classifier
 from model_store.backends import BACKENDS
 from model_store.imaging import normalize
 
-from .load import DEFAULT_DATA  # the same data folder as the load runs
+from .hey import DEFAULT_DATA  # the same data folder as the load runs
 
 BATCH_SIZES = (1, 8, 16, 32, 64, 128)
 

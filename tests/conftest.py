@@ -143,7 +143,7 @@ def server(default_model: bentoml.Model, tmp_path_factory: pytest.TempPathFactor
     # Generous shedding limits: these tests are about answers, not load shedding (the reliability
     # tests have their own server for that), and must not depend on the machine's speed.
     log = tmp_path_factory.mktemp("server") / "serve.log"
-    srv = start_server(str(default_model.tag), log, max_latency_ms="20000", max_queued_images="1024")
+    srv = start_server(str(default_model.tag), log, max_latency_ms="20000", max_wait_s="60")
     yield srv
     stop_server(srv)
 

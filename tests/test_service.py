@@ -56,7 +56,7 @@ def test_model_info_says_what_is_served(client, offline):
     assert info["input_size"] == 32 and info["parameters"] == 1_772_706
     assert info["preprocessing"]["mean"] == [0.4914, 0.4822, 0.4465]
     assert info["device"] == "cpu"
-    assert info["batching"] == {"max_batch_size": 16, "max_latency_ms": 20000, "max_queued_images": 1024}
+    assert info["batching"] == {"max_batch_size": 16, "max_latency_ms": 20000, "max_wait_s": 60.0}
     assert info["limits"]["max_images_per_request"] == 64 and info["limits"]["url_inputs"] is False
     assert info["limits"]["allowed_formats"] == ["BMP", "GIF", "JPEG", "PNG", "TIFF", "WEBP"]
 

@@ -1,9 +1,19 @@
-"""The service's error contract: every non-2xx answer is one of these, as
-`{"error": {"code": "<UPPER_SNAKE>", "message": "<sentence>"}, "request_id": "<id>"}`."""
+"""The service's error contract, in one place: every non-2xx answer is one of these classes, as
+`{"error": {"code": "<UPPER_SNAKE>", "message": "<sentence>"}, "request_id": "<id>"}`.
+
+`CODES` gives the code of an answer by its status when the framework made it (a 404, a 500);
+`error_response` renders any ApiError; `answers_errors` makes a route return its ApiErrors as
+answers instead of letting the framework turn them into 500s.
+"""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, ParamSpec, TypeVar
+
+from starlette.responses import Response
 
 
 class ApiError(Exception):
@@ -24,6 +34,14 @@ class ValidationFailed(ApiError):
 
 class Unauthorized(ApiError):
     status, code = 401, "UNAUTHORIZED"
+
+
+class NotFound(ApiError):
+    status, code = 404, "NOT_FOUND"
+
+
+class MethodNotAllowed(ApiError):
+    status, code = 405, "METHOD_NOT_ALLOWED"
 
 
 class PayloadTooLarge(ApiError):
@@ -54,27 +72,54 @@ class Overloaded(ApiError):
         self.retry_after = retry_after
 
 
-class NotReady(ApiError):
-    status, code = 503, "NOT_READY"
-    retry_after = 5
-
-
 class Timeout(ApiError):
     status, code = 504, "TIMEOUT"
 
 
-# Every code the service can answer with, for the OpenAPI schema and the docs.
+# Every error the service answers with, for the OpenAPI document and the docs.
 ALL_ERRORS: tuple[type[ApiError], ...] = (
-    InvalidImage, ValidationFailed, Unauthorized, PayloadTooLarge, ImageTooLarge, TooManyImages,
-    UnsupportedMediaType, Internal, Overloaded, NotReady, Timeout,
+    InvalidImage, ValidationFailed, Unauthorized, NotFound, MethodNotAllowed, PayloadTooLarge, ImageTooLarge,
+    TooManyImages, UnsupportedMediaType, Internal, Overloaded, Timeout,
 )  # fmt: skip
+
+# The code of an error answer the framework made, by status (its own 400s are validation errors).
+CODES: dict[int, str] = {400: "VALIDATION_ERROR", 422: "VALIDATION_ERROR"} | {
+    e.status: e.code for e in (Unauthorized, NotFound, MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType,
+                               Internal, Overloaded, Timeout)  # fmt: skip
+}
 
 INTERNAL_MESSAGE = "the server failed to process the request; quote the request id when reporting it"
 
 
-def error_body(code: str, message: str, request_id: str | None = None) -> dict[str, Any]:
+def error_body(code: str, message: str, request_id: str | None = None, retry_after: int | None = None) -> dict[str, Any]:
     """The one shape of every error answer."""
     body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    if retry_after is not None:  # also in a header; here for clients that do not expose headers
+        body["error"]["retry_after"] = retry_after
     if request_id is not None:
         body["request_id"] = request_id
     return body
+
+
+def error_response(error: ApiError, request_id: str | None = None) -> Response:
+    """An ApiError as an HTTP answer: the contract's body, Retry-After when it has one."""
+    headers = {"retry-after": str(error.retry_after)} if error.retry_after else None
+    body = json.dumps(error_body(error.code, str(error), request_id, error.retry_after))
+    return Response(body, status_code=error.status, headers=headers, media_type="application/json")
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def answers_errors(route: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | Response]]:
+    """A route whose ApiErrors become their answers (the edge adds the request id)."""
+
+    @functools.wraps(route)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
+        try:
+            return await route(*args, **kwargs)
+        except ApiError as e:
+            return error_response(e)
+
+    return wrapper

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ class Prediction(BaseModel):
 class BatchingLimits(BaseModel):
     max_batch_size: int = Field(description="most images the runner puts through the model at once")
     max_latency_ms: int = Field(description="the runner batcher's latency budget")
-    max_queued_images: int = Field(description="images admitted at once over all API workers; more are shed")
+    max_wait_s: float = Field(description="admission budget: the expected wait beyond which requests are shed")
 
 
 class InputLimits(BaseModel):
@@ -74,33 +73,6 @@ class ErrorDetail(BaseModel):
 class ErrorResponse(BaseModel):
     error: ErrorDetail
     request_id: str = Field(description="the request's X-Request-ID, also in the response headers and logs")
-
-
-def document_errors(spec: dict[str, Any], routes: Iterable[str]) -> dict[str, Any]:
-    """Add the error contract to an OpenAPI document: the ErrorResponse schema, and on every
-    POST of `routes` one response per status with the codes it can carry."""
-    from .errors import ALL_ERRORS
-
-    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-    schemas["ErrorResponse"] = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
-    schemas.update(schemas["ErrorResponse"].pop("$defs", {}))
-    by_status: dict[int, list[str]] = {}
-    for error in ALL_ERRORS:
-        by_status.setdefault(error.status, []).append(error.code)
-    for route in routes:
-        operation = spec.get("paths", {}).get(route, {}).get("post")
-        if operation is None:
-            continue
-        responses = operation.setdefault("responses", {})
-        for status, codes in sorted(by_status.items()):
-            response: dict[str, Any] = {
-                "description": "error.code: " + ", ".join(codes),
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
-            }
-            if status == 503:
-                response["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
-            responses[str(status)] = response
-    return spec
 
 
 def to_predictions(probabilities: np.ndarray, spec: ModelSpec, tag: str) -> list[Prediction]:

@@ -30,18 +30,16 @@ class Settings(BaseSettings):
         "cpu_count", description="API worker processes; cpu_count lets BentoML use one per core"
     )
 
-    # Batching and load shedding, measured on the 2-core CPU machine (docs/performance.md):
-    # with the OpenVINO backend throughput is flat from batch 16 (163 img/s offline), and a
-    # batch of 16 lets two cohorts of clients alternate at concurrency 32 (one travels while the
-    # other computes), where 32 makes them move in lockstep. At ~95 img/s served, 64 images in
-    # flight wait about 0.7 s: the most admitted at once before shedding with 503. The batcher's
-    # own budget is only a backstop far above that: its latency estimate is noisy, and at 2 s it
-    # shed requests that would have been answered in 1 s (and logged a traceback for each). On
-    # a GPU raise max_batch_size (deploy/k8s/overlays/gpu: 128) and the queue with it.
+    # Batching, measured on the 2-core CPU machine (docs/performance.md): throughput is flat from
+    # batch 16, and a batch of 16 lets two cohorts of clients alternate at concurrency 32 (one
+    # travels while the other computes), where 32 makes them move in lockstep. The batcher's own
+    # budget is only a backstop: admission control sheds first. On a GPU raise max_batch_size
+    # (deploy/k8s/overlays/gpu: 128).
     max_batch_size: Annotated[int, Field(ge=1)] = 16
     max_latency_ms: Annotated[int, Field(ge=1)] = 10000
-    max_queued_images: Annotated[int, Field(ge=1)] = Field(
-        64, description="images admitted at once over all API workers; more are shed with 503 OVERLOADED"
+    max_wait_s: Annotated[float, Field(gt=0)] = Field(
+        2.0, description="admit a request while the wait it can expect (images in flight on every API worker, "
+        "times the seconds per image measured) fits this budget; beyond it, 503 OVERLOADED"
     )
     timeout_s: Annotated[float, Field(gt=0)] = Field(60, description="answer 504 TIMEOUT after this long")
 

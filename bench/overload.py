@@ -1,0 +1,99 @@
+"""Capacity, a burst and an overload storm against the shipped settings, in one run, with `hey`.
+
+    python -m bench.overload                         # about 3 minutes on 2 cores
+    python -m bench.overload --storm-clients 256 --storm-seconds 30 --out docs/performance/overload.json
+
+On a fresh `bentoml serve` of the model with its default settings:
+1. burst: 64 concurrent /classify requests on the idle server, once;
+2. capacity: 32 closed-loop clients on /classify (`--seconds`), after a warm-up;
+3. storm: `--storm-clients` clients that retry at once (hey sends the next request as soon as the
+   last is answered, 503 or not) for `--storm-seconds`, while /readyz is probed every second;
+then the seed design (bench/baseline_app.py) at 32 clients, and the offline throughput of the
+service's own backend at the batch size it forms. Prints the figures and the ratios the
+overload work is judged by; writes them as JSON with `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import httpx
+
+from model_store import DEFAULT_MODEL_NAME
+
+from . import offline
+from .harness import free_port, serving
+from .hey import DEFAULT_DATA, HEADER, load_images, multipart, row, run_level, summarise
+from .hey import hey as run_hey
+
+
+def readiness_during(url: str, stop: threading.Event, seen: list[int]) -> None:
+    while not stop.wait(1.0):
+        try:
+            seen.append(httpx.get(url + "/readyz", timeout=5).status_code)
+        except httpx.HTTPError:
+            seen.append(0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=f"{DEFAULT_MODEL_NAME}:latest")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds at concurrency 32")
+    parser.add_argument("--storm-clients", type=int, default=256)
+    parser.add_argument("--storm-seconds", type=float, default=30.0)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    images = load_images(args.data)
+    env = {"PYRAMIDNET_MODEL": args.model}
+    logs = Path(tempfile.mkdtemp(prefix="bench-overload-"))
+    record: dict = {"model": args.model}
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "bentoml", "serve", "service:PyramidNetClassifier", "--port", str(port)]
+    with serving(cmd, port, env, logs / "service.log") as (url, _):
+        body = logs / "one.multipart"
+        body.write_bytes(multipart("image", images[:1]))
+        burst = run_hey(url + "/classify", body, 64, requests=64)
+        record["burst"] = summarise(burst, 1.0, 1)["codes"]
+        print(f"burst of 64 on an idle server: {record['burst']}")
+
+        print(HEADER)
+        record["capacity"] = run_level(url, images, 32, duration=args.seconds)
+        print(row(record["capacity"]), flush=True)
+
+        stop, readyz = threading.Event(), []
+        probe = threading.Thread(target=readiness_during, args=(url, stop, readyz), daemon=True)
+        probe.start()
+        record["storm"] = run_level(url, images, args.storm_clients, duration=args.storm_seconds, warmup=0)
+        stop.set()
+        probe.join()
+        record["storm"]["readyz"] = {str(code): readyz.count(code) for code in sorted(set(readyz))}
+        print(row(record["storm"]) + f"  readyz {record['storm']['readyz']}", flush=True)
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "bench.baseline_app:app", "--port", str(port), "--log-level", "warning"]
+    with serving(cmd, port, env, logs / "baseline.log") as (url, _):
+        record["seed_design"] = run_level(url, images, 32, duration=args.seconds)
+        print(row(record["seed_design"]) + "  (seed design)", flush=True)
+
+    record["offline_batch_16"] = offline.measure(args.model, "auto", [16])[16]
+    capacity = record["capacity"]["images_per_s"]
+    record["ratios"] = {
+        "storm_goodput_over_capacity": round(record["storm"]["images_per_s"] / capacity, 3),
+        "capacity_over_seed_design": round(capacity / record["seed_design"]["images_per_s"], 2),
+        "served_over_offline": round(capacity / record["offline_batch_16"], 3),
+    }
+    print(f"offline, batch 16: {record['offline_batch_16']:.1f} img/s")
+    print(json.dumps(record["ratios"]))
+    if args.out:
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Admission control by time, over all API workers of a server.
+
+A request is admitted while the wait it can expect, the images in flight on every worker plus its
+own times the seconds per image measured on recent answers, fits a budget; one is always admitted
+when nothing is in flight. Beyond the budget it is shed with 503 OVERLOADED and Retry-After, but
+not at once: the answer is held about as long as the excess wait, at most `max_hold_s`, so that
+clients which retry at once (most do) wait instead of spinning, and the 503s do not take the CPU
+the model needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import math
+import mmap
+import os
+import struct
+import tempfile
+import time
+from collections.abc import Callable, Collection
+from pathlib import Path
+
+from ..errors import Overloaded
+from .asgi import ASGIApp, Message, Receive, Scope, Send, facts
+
+_SLOT = struct.Struct("<dd")  # images in flight, seconds per image (exponential moving average)
+_SMOOTHING = 0.2
+
+
+class Ledger:
+    """One slot per API worker in a file every worker of the server maps: each writes only its
+    own slot (no locks), and reads all of them."""
+
+    def __init__(self, path: Path, workers: int, index: int) -> None:
+        size = _SLOT.size * workers
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < size:
+                os.ftruncate(fd, size)  # every worker truncates to the same size: a race is harmless
+            self._map = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        self._offset = _SLOT.size * index
+        self._slots = workers
+        self.in_flight, self.seconds_per_image = 0.0, 0.0
+        self._write()
+
+    @classmethod
+    def for_server(cls, workers: int, index: Callable[[], int]) -> Ledger:
+        """The ledger of the `bentoml serve` this worker belongs to (keyed by its process), removed
+        at exit; `index()` is this worker's, from 0."""
+        shm = Path("/dev/shm")
+        path = (shm if shm.is_dir() else Path(tempfile.gettempdir())) / f"pyramidnet-admission-{os.getppid()}"
+        atexit.register(lambda: path.unlink(missing_ok=True))
+        return cls(path, workers, index())
+
+    def images_in_flight(self) -> float:
+        return sum(_SLOT.unpack_from(self._map, i * _SLOT.size)[0] for i in range(self._slots))
+
+    def measured_seconds_per_image(self) -> float | None:
+        measured = [s for i in range(self._slots) if (s := _SLOT.unpack_from(self._map, i * _SLOT.size)[1]) > 0]
+        return sum(measured) / len(measured) if measured else None
+
+    def add(self, images: int) -> None:
+        self.in_flight += images
+        self._write()
+
+    def learn(self, seconds_per_image: float) -> None:
+        old = self.seconds_per_image
+        self.seconds_per_image = seconds_per_image if old == 0 else old + _SMOOTHING * (seconds_per_image - old)
+        self._write()
+
+    def _write(self) -> None:
+        _SLOT.pack_into(self._map, self._offset, self.in_flight, self.seconds_per_image)
+
+
+class Admission:
+    """Admits POSTs to `routes` by expected wait (see the module docstring). `ledger` makes the
+    worker's ledger (called here, in the worker). Before any answer has been measured, an image is
+    assumed to take `cold_seconds_per_image`."""
+
+    def __init__(self, app: ASGIApp, *, routes: Collection[str], ledger: Callable[[], Ledger], budget_s: float,
+                 cold_seconds_per_image: float = 0.02, max_hold_s: float = 1.0) -> None:  # fmt: skip
+        self.app = app
+        self.routes = frozenset(routes)
+        self.ledger = ledger()
+        self.budget_s = budget_s
+        self.cold_seconds_per_image = cold_seconds_per_image
+        self.max_hold_s = max_hold_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.routes:
+            await self.app(scope, receive, send)
+            return
+        images = max(1, facts(scope).get("images", 1))
+        ahead = self.ledger.images_in_flight()
+        wait = (ahead + images) * (self.ledger.measured_seconds_per_image() or self.cold_seconds_per_image)
+        if ahead and wait > self.budget_s:
+            excess = wait - self.budget_s
+            await asyncio.sleep(min(excess, self.max_hold_s))  # an earlier retry would be shed again
+            raise Overloaded(f"the service is at capacity (about {wait:.1f} s of work queued, over its "
+                             f"{self.budget_s:g} s budget); retry shortly", retry_after=math.ceil(excess))  # fmt: skip
+        status = None
+
+        async def observe(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.ledger.add(images)
+        started = time.monotonic()
+        try:
+            await self.app(scope, receive, observe)
+        finally:
+            self.ledger.add(-images)
+            if status == 200:  # an answer the model computed: how long each image in the queue took
+                self.ledger.learn((time.monotonic() - started) / (ahead + images))

@@ -1,0 +1,112 @@
+"""Every error answer in one shape, whoever made it: the edge's parts, the routes, or the framework."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from ..errors import CODES, INTERNAL_MESSAGE, ApiError, Internal, error_body
+from .asgi import REQUEST_ID_KEY, ASGIApp, Message, Receive, Scope, Send, facts
+
+log = logging.getLogger("pyramidnet.edge")
+
+
+class ErrorContract:
+    """An ApiError raised inside becomes its answer; any other error answer from inside (BentoML's
+    validation errors, 404, 405, 500) is rewritten into `{"error": {"code", "message"}, "request_id"}`
+    with the code its status implies; 503s always carry Retry-After."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rewrite = _Rewrite(scope, send)
+        try:
+            await self.app(scope, receive, rewrite)
+        except Exception as e:
+            if rewrite.started:
+                raise  # part of an answer is on the wire: nothing sane is left to send
+            if not isinstance(e, ApiError):
+                log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+                e = Internal(INTERNAL_MESSAGE)
+            await rewrite.answer(e.status, e.code, str(e), e.retry_after)
+
+
+class _Rewrite:
+    """The `send` inside ErrorContract: passes success through, holds an error answer's start
+    until its body is complete, then sends the contract's body instead."""
+
+    def __init__(self, scope: Scope, send: Send) -> None:
+        self.scope, self.send = scope, send
+        self.started = False
+        self._held: Message | None = None
+        self._chunks: list[bytes] = []
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] >= 400:
+            self._held = message
+            return
+        if self._held is None:
+            self.started = True
+            await self.send(message)
+            return
+        self._chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            held, self._held = self._held, None
+            headers = {k.decode().lower(): v.decode() for k, v in held.get("headers", [])}
+            code, text, retry_after = conform(held["status"], b"".join(self._chunks), self.scope, headers)
+            await self.answer(held["status"], code, text, retry_after)
+
+    async def answer(self, status: int, code: str, message: str, retry_after: int | None) -> None:
+        if status == 503 and retry_after is None:
+            retry_after = 1
+        facts(self.scope)["error_code"] = code
+        body = json.dumps(error_body(code, message, self.scope.get(REQUEST_ID_KEY), retry_after)).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if retry_after is not None:
+            headers.append((b"retry-after", str(retry_after).encode()))
+        self.started = True
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
+
+
+def conform(status: int, body: bytes, scope: Scope, headers: dict[str, str]) -> tuple[str, str, int | None]:
+    """(code, message, retry_after) for an error answer made inside the edge."""
+    try:
+        data: Any = json.loads(body)
+    except ValueError:
+        data = None
+    retry_after = int(headers["retry-after"]) if headers.get("retry-after", "").isdigit() else None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict) and "code" in data["error"]:
+        return data["error"]["code"], str(data["error"].get("message", "")), retry_after  # ours already
+    code = CODES.get(status, "INTERNAL" if status >= 500 else "VALIDATION_ERROR")
+    if status >= 500:
+        return code, INTERNAL_MESSAGE, retry_after
+    if status == 404:
+        return code, f"no route {scope['method']} {scope['path']}", None
+    if status == 405:
+        allowed = headers.get("allow", "another method")
+        return code, f"{scope['method']} {scope['path']} is not allowed: use {allowed}", None
+    return code, _framework_message(data) or f"request failed with HTTP {status}", retry_after
+
+
+def _framework_message(data: Any) -> str | None:
+    """The message in BentoML's and Starlette's error bodies, whatever their shape."""
+    if isinstance(data, dict) and isinstance(data.get("detail"), list):
+        return "; ".join(_describe(d) for d in data["detail"]) or str(data.get("error"))
+    if isinstance(data, dict) and isinstance(data.get("error") or data.get("detail"), str):
+        return data.get("error") or data["detail"]
+    if isinstance(data, list) and data and isinstance(data[0], dict) and "error" in data[0]:
+        return str(data[0]["error"])
+    return None
+
+
+def _describe(detail: Any) -> str:
+    if not isinstance(detail, dict):
+        return str(detail)
+    where = ".".join(str(p) for p in detail.get("loc", ()))
+    return f"{where}: {detail.get('msg', 'invalid')}" if where else str(detail.get("msg", "invalid"))

@@ -1,0 +1,112 @@
+"""The API's documentation as served: an OpenAPI document with a real title and the error
+contract, and a Swagger UI page built from assets on this server only (BentoML's own page loads
+Google Tag Manager from the internet, which an air-gapped cluster cannot reach and which tells a
+third party about every visit; its Swagger UI would also fetch a validator badge from swagger.io)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from typing import Any
+
+from ..errors import ALL_ERRORS
+from ..schemas import ErrorResponse
+from .asgi import ASGIApp, Message, Receive, Scope, Send
+
+TITLE = "PyramidNet-110 CIFAR-10 classifier"
+DESCRIPTION = (
+    "Classifies images into the ten CIFAR-10 classes with a PyramidNet-110 (alpha 48). POST image files as "
+    "multipart/form-data: one to /classify, up to the batch limit to /classify_batch; /model_info says which "
+    "model answers and the limits in force. Every error answer is "
+    '`{"error": {"code", "message"}, "request_id"}` with a stable code, listed under each endpoint.'
+)
+PAGE = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="UTF-8">
+  <title>{TITLE}</title>
+  <link rel="stylesheet" type="text/css" href="/static_content/swagger-ui.css">
+  <link rel="icon" type="image/png" href="/static_content/favicon-light-32x32.png" sizes="32x32">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/static_content/swagger-ui-bundle.js" charset="UTF-8"></script>
+  <script src="/static_content/swagger-ui-standalone-preset.js" charset="UTF-8"></script>
+  <script>
+    window.ui = SwaggerUIBundle({{
+      url: "/docs.json", dom_id: "#swagger-ui", deepLinking: true, validatorUrl: null,
+      presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset], layout: "StandaloneLayout",
+    }});
+  </script>
+</body>
+</html>
+""".encode()
+PAGES = frozenset({"/", "/docs"})
+
+
+class ApiDocs:
+    """Answers GET / and GET /docs with PAGE; passes /docs.json through `document`."""
+
+    def __init__(self, app: ASGIApp, *, routes: Collection[str]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and scope["path"] in PAGES:
+            headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(PAGE)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": PAGE if scope["method"] == "GET" else b""})
+        elif scope["type"] == "http" and scope["path"] == "/docs.json":
+            await self.app(scope, receive, _Transform(send, lambda spec: document(spec, self.routes)))
+        else:
+            await self.app(scope, receive, send)
+
+
+def document(spec: dict[str, Any], routes: Collection[str]) -> dict[str, Any]:
+    """The title and description, the ErrorResponse schema, and on every POST of `routes` one
+    response per error status with the codes it can carry."""
+    spec.setdefault("info", {}).update(title=TITLE, description=DESCRIPTION)
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas["ErrorResponse"] = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(schemas["ErrorResponse"].pop("$defs", {}))
+    by_status: dict[int, list[str]] = {}
+    for error in ALL_ERRORS:
+        by_status.setdefault(error.status, []).append(error.code)
+    for route in routes:
+        operation = spec.get("paths", {}).get(route, {}).get("post")
+        if operation is None:
+            continue
+        responses = operation.setdefault("responses", {})
+        for status, codes in sorted(by_status.items()):
+            response: dict[str, Any] = {
+                "description": "error.code: " + ", ".join(codes),
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+            }
+            if status == 503:
+                response["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+            responses[str(status)] = response
+    return spec
+
+
+class _Transform:
+    """A `send` that parses a 200 JSON answer, passes it through `transform`, and sends the result."""
+
+    def __init__(self, send: Send, transform: Any) -> None:
+        self._send = send
+        self.transform = transform
+        self._start: Message | None = None
+        self._chunks: list[bytes] = []
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self._start = message
+            return
+        self._chunks.append(message.get("body", b""))
+        if message.get("more_body", False) or self._start is None:
+            return
+        body = b"".join(self._chunks)
+        if self._start["status"] == 200:
+            body = json.dumps(self.transform(json.loads(body))).encode()
+        headers = [(k, v) for k, v in self._start.get("headers", []) if k.lower() != b"content-length"]
+        await self._send({**self._start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await self._send({"type": "http.response.body", "body": body})

@@ -1,0 +1,136 @@
+"""The image routes' bodies, read within limits and parsed once.
+
+`Forms` parses a route's multipart body with its checks (only the route's file fields, files not
+text or URLs, per-file size, how many files) and hands the files to the route in memory through
+the request scope; `UploadedForm`, the routes' input spec, takes them from there, so BentoML never
+parses the body again nor writes the files to disk (where a long filename used to fail).
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import bentoml
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartParser
+
+from ..errors import PayloadTooLarge, TooManyImages, UnsupportedMediaType, ValidationFailed
+from .asgi import ASGIApp, Receive, Scope, Send, facts, replay
+
+FORM = "pyramidnet.form"
+_SHOWN = 80  # characters of a client-chosen name quoted back in a message
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file, in memory."""
+
+    filename: str | None
+    content_type: str | None
+    data: bytes
+
+
+class UploadedForm(bentoml.IODescriptor):
+    """Input spec of a route behind `Forms`: its fields declare the files (for the OpenAPI document
+    and the generated client); their values are the `Upload`s Forms parsed."""
+
+    @classmethod
+    async def from_http_request(cls, request: Any, serde: Any) -> UploadedForm:
+        files: dict[str, list[Upload]] = request.scope[FORM]
+        return cls.model_construct(**{name: files[name] if _is_list(cls, name) else files[name][0] for name in files})
+
+
+def form_fields(spec: type[bentoml.IODescriptor], max_files: int) -> dict[str, int]:
+    """{file field: most files it takes} of an input spec: `max_files` for a list field, else 1."""
+    return {name: max_files if _is_list(spec, name) else 1 for name in spec.multipart_fields}
+
+
+class Forms:
+    """For a POST to one of `fields`' routes: the body, bounded by `max_request_bytes`, parsed
+    once; a route without file fields sees an empty JSON object whatever was sent."""
+
+    def __init__(self, app: ASGIApp, *, fields: Mapping[str, Mapping[str, int]], max_request_bytes: int,
+                 max_file_bytes: int) -> None:  # fmt: skip
+        self.app = app
+        self.fields = fields
+        self.max_request_bytes = max_request_bytes
+        self.max_file_bytes = max_file_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.fields:
+            await self.app(scope, receive, send)
+            return
+        body = await self.read_body(receive)
+        expected = self.fields[scope["path"]]
+        if not expected:  # BentoML answers a body it cannot parse with a 500: give it what it expects
+            headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json"), (b"content-length", b"2")]}
+            await self.app(scope, replay(b"{}", receive), send)
+            return
+        files = await self.parse(Headers(scope=scope), body, expected)
+        facts(scope)["images"] = sum(len(v) for v in files.values())
+        await self.app({**scope, FORM: files}, replay(b"", receive), send)
+
+    async def read_body(self, receive: Receive) -> bytes:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_request_bytes:
+                raise PayloadTooLarge(f"request body exceeds the limit of {self.max_request_bytes:,} bytes")
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    async def parse(self, headers: Headers, body: bytes, expected: Mapping[str, int]) -> dict[str, list[Upload]]:
+        names = _names(expected)
+        if not headers.get("content-type", "").startswith("multipart/form-data"):
+            raise UnsupportedMediaType(f"send the image(s) as multipart/form-data in {names}")
+        limit = sum(expected.values())
+        parser = MultiPartParser(headers, _once(body), max_files=limit + 1, max_fields=len(expected) + 8)
+        try:
+            form = await parser.parse()
+        except Exception as e:  # any failure to parse hostile bytes is a malformed body, nothing more
+            if "Too many files" in str(e):
+                raise TooManyImages(f"more than {limit} file(s) in one request to this route"
+                                    + ("; send several images to /classify_batch" if limit == 1 else "")) from None  # fmt: skip
+            why = str(e.__cause__ or e)[:200] or type(e).__name__  # python-multipart's reason, when it gave one
+            raise ValidationFailed(f"malformed multipart body: {why}") from None
+        try:
+            files: dict[str, list[Upload]] = {}
+            for name, value in form.multi_items():
+                if name not in expected:
+                    raise ValidationFailed(f"unexpected form field {name[:_SHOWN]!r}; this route takes {names}")
+                if not isinstance(value, UploadFile):
+                    raise ValidationFailed(f"form field {name!r} must be a file upload (URLs and text are refused)")
+                if (value.size or 0) > self.max_file_bytes:
+                    raise PayloadTooLarge(f"file {(value.filename or name)[:_SHOWN]!r} is {value.size:,} bytes; "
+                                          f"the limit is {self.max_file_bytes:,}")  # fmt: skip
+                files.setdefault(name, []).append(Upload(value.filename, value.content_type, await value.read()))
+            if missing := set(expected) - set(files):
+                raise ValidationFailed(f"missing form field {_names(missing)}")
+            for name, uploads in files.items():
+                if len(uploads) > expected[name]:
+                    raise TooManyImages(f"{len(uploads)} files in {name!r}; the limit is {expected[name]}"
+                                        + ("; send several images to /classify_batch" if expected[name] == 1 else ""))  # fmt: skip
+            return files
+        finally:
+            await form.close()
+
+
+def _is_list(spec: type[bentoml.IODescriptor], name: str) -> bool:
+    return typing.get_origin(spec.model_fields[name].annotation) is list
+
+
+def _names(fields: Mapping[str, Any] | set[str]) -> str:
+    return ", ".join(repr(f) for f in sorted(fields)) or "no form fields"
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body
