@@ -3,9 +3,10 @@
 A request is admitted while the wait it can expect, the images in flight on every worker plus its
 own times the seconds per image measured on recent answers, fits a budget; one is always admitted
 when nothing is in flight. Beyond the budget it is shed with 503 OVERLOADED and Retry-After, but
-not at once: the answer is held about as long as the excess wait, at most `max_hold_s`, so that
-clients which retry at once (most do) wait instead of spinning, and the 503s do not take the CPU
-the model needs.
+not at once: a retry helps only once the requests shed before it have had their turn, so the
+answer is held that long (the shed requests being held on every worker, plus this one, times the
+seconds per image; at least the excess wait, at most `max_hold_s`). Clients that retry at once
+(most do) then wait instead of spinning, and the 503s do not take the CPU the model needs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from ..errors import Overloaded
 from .asgi import ASGIApp, Message, Receive, Scope, Send, facts
 
-_SLOT = struct.Struct("<dd")  # images in flight, seconds per image (exponential moving average)
+_SLOT = struct.Struct("<ddd")  # images in flight, shed requests held, seconds per image (moving average)
 _SMOOTHING = 0.2
 
 
@@ -43,7 +44,7 @@ class Ledger:
             os.close(fd)
         self._offset = _SLOT.size * index
         self._slots = workers
-        self.in_flight, self.seconds_per_image = 0.0, 0.0
+        self.in_flight, self.held, self.seconds_per_image = 0.0, 0.0, 0.0
         self._write()
 
     @classmethod
@@ -55,15 +56,25 @@ class Ledger:
         atexit.register(lambda: path.unlink(missing_ok=True))
         return cls(path, workers, index())
 
+    def _column(self, k: int) -> list[float]:
+        return [_SLOT.unpack_from(self._map, i * _SLOT.size)[k] for i in range(self._slots)]
+
     def images_in_flight(self) -> float:
-        return sum(_SLOT.unpack_from(self._map, i * _SLOT.size)[0] for i in range(self._slots))
+        return sum(self._column(0))
+
+    def requests_held(self) -> float:
+        return sum(self._column(1))
 
     def measured_seconds_per_image(self) -> float | None:
-        measured = [s for i in range(self._slots) if (s := _SLOT.unpack_from(self._map, i * _SLOT.size)[1]) > 0]
+        measured = [s for s in self._column(2) if s > 0]
         return sum(measured) / len(measured) if measured else None
 
     def add(self, images: int) -> None:
         self.in_flight += images
+        self._write()
+
+    def hold(self, requests: int) -> None:
+        self.held += requests
         self._write()
 
     def learn(self, seconds_per_image: float) -> None:
@@ -72,7 +83,7 @@ class Ledger:
         self._write()
 
     def _write(self) -> None:
-        _SLOT.pack_into(self._map, self._offset, self.in_flight, self.seconds_per_image)
+        _SLOT.pack_into(self._map, self._offset, self.in_flight, self.held, self.seconds_per_image)
 
 
 class Admission:
@@ -81,7 +92,7 @@ class Admission:
     assumed to take `cold_seconds_per_image`."""
 
     def __init__(self, app: ASGIApp, *, routes: Collection[str], ledger: Callable[[], Ledger], budget_s: float,
-                 cold_seconds_per_image: float = 0.02, max_hold_s: float = 1.0) -> None:  # fmt: skip
+                 cold_seconds_per_image: float = 0.02, max_hold_s: float = 2.0) -> None:  # fmt: skip
         self.app = app
         self.routes = frozenset(routes)
         self.ledger = ledger()
@@ -95,12 +106,18 @@ class Admission:
             return
         images = max(1, facts(scope).get("images", 1))
         ahead = self.ledger.images_in_flight()
-        wait = (ahead + images) * (self.ledger.measured_seconds_per_image() or self.cold_seconds_per_image)
+        per_image = self.ledger.measured_seconds_per_image() or self.cold_seconds_per_image
+        wait = (ahead + images) * per_image
         if ahead and wait > self.budget_s:
             excess = wait - self.budget_s
-            await asyncio.sleep(min(excess, self.max_hold_s))  # an earlier retry would be shed again
+            hold = min(max(excess, (self.ledger.requests_held() + 1) * per_image), self.max_hold_s)
+            self.ledger.hold(1)
+            try:
+                await asyncio.sleep(hold)  # an earlier retry would be shed again
+            finally:
+                self.ledger.hold(-1)
             raise Overloaded(f"the service is at capacity (about {wait:.1f} s of work queued, over its "
-                             f"{self.budget_s:g} s budget); retry shortly", retry_after=math.ceil(excess))  # fmt: skip
+                             f"{self.budget_s:g} s budget); retry shortly", retry_after=math.ceil(hold))  # fmt: skip
         status = None
 
         async def observe(message: Message) -> None:
