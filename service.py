@@ -49,14 +49,14 @@ from model_store.edge import (
     form_fields,
 )
 from model_store.errors import Internal, Overloaded, answers_errors
+from model_store.evaluation import verdict
 from model_store.logs import configure_logging
-from model_store.schemas import BatchingLimits, InputLimits
+from model_store.schemas import BatchingLimits, InputLimits, MeasuredAccuracy
 from model_store.shutdown import CountCalls, DrainBeforeExit
 
 settings = Settings()
 configure_logging()
 log = logging.getLogger("pyramidnet")
-UNTRAINED_WARNING = "this model has untrained random-init weights: its predictions are meaningless"
 API_WORKERS = (os.cpu_count() or 1) if settings.api_workers == "cpu_count" else settings.api_workers
 # BentoML's own traffic timeout answers outside the error contract: the edge's Deadline answers first.
 FRAMEWORK_TIMEOUT_S = settings.timeout_s + 30
@@ -94,8 +94,8 @@ class PyramidNetRunner:
             meta = classifier.metadata
             log.info("serving %s (weights from %s, sha256 %s)", classifier.tag, meta.get("source"),
                      meta.get("source_sha256"))  # fmt: skip
-            if not classifier.trained:
-                log.warning("%s: %s", classifier.tag, UNTRAINED_WARNING)
+            if warning := verdict(meta, classifier.spec.num_classes)[1]:
+                log.warning("%s: %s", classifier.tag, warning)
             # Every power of two up to the largest batch: the shapes the batcher forms most on a GPU.
             classifier.warm_up(sorted({1 << i for i in range(settings.max_batch_size.bit_length())}
                                       | {settings.max_batch_size}))  # fmt: skip
@@ -184,17 +184,19 @@ class PyramidNetClassifier:
 
     @bentoml.api(route="/model_info")
     async def model_info(self) -> ModelInfo:
-        """The served model: tag, whether it is trained, classes, preprocessing, limits, device."""
+        """The served model: tag, what backs it, classes, preprocessing, limits, device."""
         meta = self.model.info.metadata
-        trained = bool(meta.get("trained", False))
+        trained, warning = verdict(meta, self.spec.num_classes)
         return ModelInfo(
             tag=self.tag,
             trained=trained,
-            warning=None if trained else UNTRAINED_WARNING,
+            warning=warning,
+            weights=meta["source"],
+            claimed_accuracy=meta.get("best_val_acc"),
+            measured_accuracy=MeasuredAccuracy.from_metadata(meta),
             classes=list(self.spec.classes),
             input_size=self.spec.input_size,
             preprocessing=self.spec.model_dump(include={"resize", "interpolation", "mean", "std"}),
-            accuracy=meta.get("best_val_acc"),
             epoch=meta.get("epoch"),
             parameters=meta["parameters"],
             source_sha256=meta["source_sha256"],

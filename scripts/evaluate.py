@@ -25,31 +25,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from model_store import (  # noqa: E402
-    CIFAR10_CLASSES,
-    Classifier,
-    ModelSpec,
-    decode_image,
-    load_classifier,
-    preprocess_batch,
-    read_checkpoint,
-    resolve_device,
-)
+from model_store import Classifier, ModelSpec, load_classifier, read_checkpoint, resolve_device  # noqa: E402
+from model_store.evaluation import labelled_images, probabilities  # noqa: E402
 from model_store.registry import build_network  # noqa: E402
 
-BATCH = 256
 ECE_BINS = 15
-
-
-def labelled_images(root: Path, limit_per_class: int | None) -> tuple[list[Path], np.ndarray]:
-    paths, labels = [], []
-    for label, name in enumerate(CIFAR10_CLASSES):
-        files = sorted((root / name).glob("*.jpg"))[:limit_per_class]
-        paths += files
-        labels += [label] * len(files)
-    if not paths:
-        raise SystemExit(f"evaluate: error: no images under {root}/<class>/*.jpg")
-    return paths, np.asarray(labels)
 
 
 def classifier_from_checkpoint(path: Path, device: str) -> Classifier:
@@ -58,14 +38,6 @@ def classifier_from_checkpoint(path: Path, device: str) -> Classifier:
     module = build_network(spec, checkpoint.state_dict)
     metadata = {"epoch": checkpoint.epoch, "best_val_acc": checkpoint.best_val_acc}
     return Classifier(module, spec, tag=str(path), metadata=metadata, device=resolve_device(device))
-
-
-def offline_probabilities(model: Classifier, paths: list[Path]) -> np.ndarray:
-    out = []
-    for i in tqdm(range(0, len(paths), BATCH), desc="offline", unit="batch"):
-        images = [decode_image(p, max_pixels=10**8) for p in paths[i : i + BATCH]]
-        out.append(model.predict_proba(preprocess_batch(images, model.spec)))
-    return np.concatenate(out)
 
 
 def served_probabilities(url: str, paths: list[Path], classes: tuple[str, ...]) -> np.ndarray:
@@ -79,10 +51,10 @@ def served_probabilities(url: str, paths: list[Path], classes: tuple[str, ...]) 
     return np.asarray(out)
 
 
-def calibration(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, list[dict]]:
+def calibration(probs: np.ndarray, labels: np.ndarray) -> tuple[float, list[dict]]:
     """Expected calibration error over equal-width confidence bins, and the bins themselves."""
-    confidence = probabilities.max(1)
-    correct = probabilities.argmax(1) == labels
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == labels
     edges = np.linspace(0, 1, ECE_BINS + 1)
     bins, ece = [], 0.0
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
@@ -143,13 +115,13 @@ def main(argv: list[str] | None = None) -> int:
 
     model = (classifier_from_checkpoint(args.checkpoint, args.device) if args.checkpoint
              else load_classifier(args.model, args.device))  # fmt: skip
-    paths, labels = labelled_images(args.images, args.limit_per_class)
-    probabilities = offline_probabilities(model, paths)
-    predicted = probabilities.argmax(1)
+    paths, labels = labelled_images(args.images, model.spec.classes, args.limit_per_class)
+    offline = probabilities(model, paths)
+    predicted = offline.argmax(1)
     classes = model.spec.classes
     matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
     np.add.at(matrix, (labels, predicted), 1)
-    ece, bins = calibration(probabilities, labels)
+    ece, bins = calibration(offline, labels)
     report = {
         "model": model.tag,
         "images": len(paths),
@@ -166,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             "url": args.url,
             "top1": float((served.argmax(1) == labels).mean() * 100),
             "top1_agreement": float((served.argmax(1) == predicted).mean() * 100),
-            "max_abs_probability_difference": float(np.abs(served - probabilities).max()),
+            "max_abs_probability_difference": float(np.abs(served - offline).max()),
         }
 
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = summary["recipe"]
     path = ship_weights(
         checkpoint, args.out,
-        test_top1_jpeg=f"{jpeg:.2f}", test_images_jpeg="10000 CIFAR-10 test JPEGs",
+        measured_top1=f"{jpeg:.2f}", measured_images="10000", measured_on="the CIFAR-10 test JPEGs (fp32)",
         test_top1_exact=f"{exact_top1:.2f}", test_images_exact="1017 pixel-exact CIFAR-10 test images (0-1016)",
         holdout_top1=f"{summary['holdout_top1']:.2f}", weights=summary["weights"], epochs=str(summary["epochs"]),
         training_command=summary["command"], train_wall_time_h=f"{summary['wall_seconds'] / 3600:.2f}",

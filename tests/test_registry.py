@@ -24,9 +24,15 @@ from model_store import (
     register,
 )
 from model_store.imaging import preprocess_batch
+from model_store.evaluation import verdict
 from model_store.registry import SPEC_FILE, WEIGHTS_FILE
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def backed(metadata) -> bool | None:  # noqa: ANN001
+    """What a stored model's metadata backs (/model_info's `trained`)."""
+    return verdict(metadata, 10)[0]
 
 
 def stored_tags() -> set[str]:
@@ -51,9 +57,9 @@ def test_round_trip_gives_identical_outputs(tmp_path, exact_images):
 
 def test_metadata_and_spec_are_stored_as_data(tmp_path):
     checkpoint = embedded_default()
-    model = register(checkpoint, name="meta", trained=False, labels={"stage": "test"})
+    model = register(checkpoint, name="meta", labels={"stage": "test"})
     meta = model.info.metadata
-    assert meta["trained"] is False
+    assert backed(meta) is False
     assert meta["source_sha256"] == checkpoint.sha256
     assert meta["parameters"] == 1_772_706
     assert meta["torch_version"] == str(torch.__version__) and meta["bentoml_version"] == bentoml.__version__
@@ -109,14 +115,47 @@ def test_save_model_script_registers_a_checkpoint(tmp_path):
     tag = result.stdout.splitlines()[0]
     assert tag.startswith("scripted:")
     assert "1,772,706" in result.stdout and "91.0" in result.stdout
-    assert bentoml.models.get(tag).info.labels == {"owner": "ml"}
+    model = bentoml.models.get(tag)
+    assert model.info.labels == {"owner": "ml"}
+    # Its own claim is recorded, not vouched for: nothing was measured.
+    assert backed(model.info.metadata) is None and "trained     unknown" in result.stdout
+    assert "--eval-images" in result.stdout
+
+
+def test_save_model_measures_top1_on_labelled_images_when_asked(tmp_path, test_jpegs):
+    folder = tmp_path / "labelled"
+    for class_dir in test_jpegs.iterdir():
+        (folder / class_dir.name).mkdir(parents=True)
+        for image in sorted(class_dir.glob("*.jpg"))[:10]:
+            (folder / class_dir.name / image.name).symlink_to(image)
+    path = tmp_path / "fresh.pth"  # a freshly initialised network: what "trained": true once hid
+    torch.manual_seed(11)
+    torch.save({"model_state_dict": ModelSpec().build().state_dict(), "best_val_acc": 97.0}, path)
+    result = run_save_model("--checkpoint", str(path), "--name", "measured", "--eval-images", str(folder))
+    assert result.returncode == 0, result.stderr
+    meta = bentoml.models.get(result.stdout.splitlines()[0]).info.metadata
+    assert meta["measured_images"] == 100 and meta["measured_top1"] < 20 and backed(meta) is False
+    assert "no better than chance" in result.stdout and "97.0" in result.stdout
+
+
+@pytest.mark.parametrize(("metadata", "trained", "warned"), [
+    ({"random_init": True}, False, "random-init"),
+    ({"measured_top1": 94.6, "measured_images": 10_000}, True, None),
+    ({"measured_top1": 11.0, "measured_images": 200, "best_val_acc": 95.0}, False, "no better than chance"),
+    ({"best_val_acc": 95.0}, None, "claims best_val_acc 95.0"),
+    ({}, None, "nothing backs this model"),
+])  # fmt: skip
+def test_what_the_metadata_backs(metadata, trained, warned):
+    verdict_trained, warning = verdict(metadata, 10)
+    assert verdict_trained is trained
+    assert (warning is None) if warned is None else (warned in warning)
 
 
 def test_save_model_script_defaults_to_the_embedded_model():
     result = run_save_model("--name", "embedded")
     assert result.returncode == 0, result.stderr
-    assert "meaningless" in result.stdout
-    assert bentoml.models.get(result.stdout.splitlines()[0]).info.metadata["trained"] is False
+    assert "meaningless" in result.stdout and "trained     false" in result.stdout
+    assert backed(bentoml.models.get(result.stdout.splitlines()[0]).info.metadata) is False
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04truncated"])
@@ -138,14 +177,16 @@ def test_shipped_weights_become_the_trained_embedded_default(tmp_path):
     source = tmp_path / "best_pyramidnet_model.pth"
     torch.save({"model_state_dict": trained.state_dict(), "epoch": 200, "best_val_acc": 95.7}, source)
     shipped = ship_weights(read_checkpoint(source), tmp_path / "weights" / "default.safetensors",
-                           test_accuracy_jpeg="95.61", training_command="python scripts/train.py ...")  # fmt: skip
+                           measured_top1="95.61", measured_images="10000", measured_on="the CIFAR-10 test JPEGs",
+                           training_command="python scripts/train.py ...")  # fmt: skip
     assert 6.5e6 < shipped.stat().st_size < 7.5e6  # fp32, about 7 MB
     assert b"pickle" not in shipped.read_bytes()[:200]
 
     checkpoint = embedded_default(shipped=shipped)
     model = register(checkpoint, name="shipped")
     meta = model.info.metadata
-    assert meta["trained"] is True and meta["test_accuracy_jpeg"] == "95.61"
+    assert backed(meta) is True and meta["measured_top1"] == 95.61 and meta["measured_images"] == 10_000
+    assert meta["training_command"] == "python scripts/train.py ..."
     assert (meta["epoch"], meta["best_val_acc"]) == (200, 95.7)
     assert meta["source"] == "embedded:default.safetensors"
     loaded = load_classifier(model, device="cpu")
@@ -155,7 +196,7 @@ def test_shipped_weights_become_the_trained_embedded_default(tmp_path):
 
 def test_without_shipped_weights_the_default_is_the_untrained_stand_in(tmp_path):
     checkpoint = embedded_default(shipped=tmp_path / "absent.safetensors")
-    assert checkpoint.metadata == {"trained": False} and checkpoint.source.startswith("embedded:random-init")
+    assert checkpoint.metadata == {"random_init": True} and checkpoint.source.startswith("embedded:random-init")
 
 
 def test_registering_the_same_weights_again_returns_the_stored_model(tmp_path):

@@ -52,6 +52,7 @@ def test_model_info_says_what_is_served(client, offline):
     info = client.model_info()
     assert info["tag"] == offline.tag
     assert info["trained"] is False and "meaningless" in info["warning"]
+    assert info["weights"] == "embedded:random-init(seed=0)" and info["measured_accuracy"] is None
     assert info["classes"] == list(CIFAR10_CLASSES)
     assert info["input_size"] == 32 and info["parameters"] == 1_772_706
     assert info["preprocessing"]["mean"] == [0.4914, 0.4822, 0.4465]

@@ -144,7 +144,8 @@ def test_train_register_and_evaluate(data, tmp_path, server):
     shipped = script("ship_weights.py", "--run", str(run), "--data", str(CIFAR10), "--out", str(tmp_path / "w.safetensors"))
     assert shipped.returncode == 0, shipped.stderr[-3000:]
     facts = embedded_default(shipped=tmp_path / "w.safetensors").metadata
-    assert 0 <= float(facts["test_top1_jpeg"]) <= 100 and 0 <= float(facts["test_top1_exact"]) <= 100
+    assert 0 <= facts["measured_top1"] <= 100 and facts["measured_images"] == 10_000
+    assert 0 <= float(facts["test_top1_exact"]) <= 100
     assert facts["epochs"] == "2" and facts["training_command"] == summary["command"]
     assert facts["data"] == "CIFAR-10 training JPEGs: 20 images (1 per class held out), 40 seen over 2 epochs"
     registered = script("save_model.py", "--checkpoint", str(run / "model.pth"), "--name", "trained-on-cpu")

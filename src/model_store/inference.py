@@ -59,10 +59,6 @@ class Classifier:
     def healthy(self) -> bool:
         return self.consecutive_failures < self.FAILURES_BEFORE_UNHEALTHY
 
-    @property
-    def trained(self) -> bool:
-        return bool(self.metadata.get("trained", False))
-
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, 3, S, S) normalised input -> float32 (N, num_classes) softmax probabilities."""
         size = self.spec.input_size

@@ -58,17 +58,19 @@ def ship_weights(checkpoint: Checkpoint, path: Path = SHIPPED_WEIGHTS, **facts: 
 
 def _shipped(path: Path) -> Checkpoint:
     with safetensors.safe_open(path, framework="pt") as f:
-        facts = dict(f.metadata() or {})
+        facts: dict[str, Any] = dict(f.metadata() or {})
         state_dict = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     epoch, accuracy = facts.pop("epoch", None), facts.pop("best_val_acc", None)
     facts.pop("source_sha256", None)
+    if "measured_top1" in facts:  # what scripts/ship_weights.py measured: numbers, not strings
+        facts["measured_top1"], facts["measured_images"] = float(facts["measured_top1"]), int(facts["measured_images"])
     return Checkpoint(
         state_dict=state_dict,
         sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
         source=f"embedded:{path.name}",
         epoch=int(epoch) if epoch is not None else None,
         best_val_acc=float(accuracy) if accuracy is not None else None,
-        metadata={"trained": True, **facts},
+        metadata=facts,
     )
 
 
@@ -93,7 +95,7 @@ def _random_init(spec: ModelSpec) -> Checkpoint:
         state_dict=state_dict,
         sha256=hashlib.sha256(safetensors.torch.save(state_dict)).hexdigest(),
         source=f"embedded:random-init(seed={EMBEDDED_SEED})",
-        metadata={"trained": False},
+        metadata={"random_init": True},
     )
 
 
@@ -102,8 +104,8 @@ def register(
     *,
     name: str = DEFAULT_MODEL_NAME,
     spec: ModelSpec | None = None,
-    trained: bool | None = None,
     labels: dict[str, str] | None = None,
+    measured: dict[str, Any] | None = None,
 ) -> bentoml.Model:
     """Validate, smoke-test and store a checkpoint; nothing is written unless every check passes.
 
@@ -113,6 +115,11 @@ def register(
     tag = bentoml.Tag(name, checkpoint.sha256[:VERSION_LENGTH])
     with contextlib.suppress(bentoml.exceptions.NotFound):
         existing = bentoml.models.get(tag)
+        if measured and any(existing.info.metadata.get(k) != v for k, v in measured.items()):
+            raise RegistrationError(
+                f"{tag} holds these weights already, registered without this measurement; to record it, "
+                f"delete the stored model first (bentoml models delete {tag}) and register again"
+            )
         log.info("%s is already in the store (the same weights); not registered again", tag)
         return existing
     spec = spec or ModelSpec()
@@ -121,7 +128,7 @@ def register(
 
     metadata: dict[str, Any] = {
         **checkpoint.metadata,
-        "trained": checkpoint.metadata.get("trained", True) if trained is None else trained,
+        **(measured or {}),
         "source": checkpoint.source,
         "source_sha256": checkpoint.sha256,
         "parameters": sum(p.numel() for p in module.parameters()),

@@ -48,14 +48,31 @@ class InputLimits(BaseModel):
         )
 
 
+class MeasuredAccuracy(BaseModel):
+    top1: float = Field(description="top-1 accuracy in percent")
+    images: int = Field(description="how many labelled images it was measured on")
+    on: str = Field(description="which images")
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any]) -> MeasuredAccuracy | None:
+        if "measured_top1" not in meta:
+            return None
+        return cls(top1=meta["measured_top1"], images=meta["measured_images"], on=meta["measured_on"])
+
+
 class ModelInfo(BaseModel):
     tag: str
-    trained: bool = Field(description="false for the embedded random-init default: its predictions are meaningless")
-    warning: str | None = None
+    trained: bool | None = Field(
+        description="true: a measured accuracy well above chance backs it; false: random-init weights, or "
+        "measured at chance; null: nothing was measured (see warning)"
+    )
+    warning: str | None = Field(None, description="what the service cannot vouch for about this model")
+    weights: str = Field(description="where the weights came from: the checkpoint file or the embedded default")
+    claimed_accuracy: float | None = Field(None, description="best_val_acc recorded in the checkpoint, not verified")
+    measured_accuracy: MeasuredAccuracy | None = Field(None, description="top-1 measured at registration")
     classes: list[str]
     input_size: int
     preprocessing: dict[str, Any] = Field(description="resize policy, interpolation, mean and std")
-    accuracy: float | None = Field(None, description="best validation accuracy recorded in the checkpoint, if any")
     epoch: int | None = None
     parameters: int
     source_sha256: str
