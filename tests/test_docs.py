@@ -18,7 +18,7 @@ from model_store import embedded_default
 pytestmark = pytest.mark.server
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", REPO / "docs" / "api.md"]
-SKIP = ("make ", "-m bench.", "locust ", "<key>", "containerize", "kubectl")  # CI runs make; benchmarks and
+SKIP = ("make ", "-m bench.", "apt-get ", "locust ", "<key>", "containerize", "kubectl")  # CI runs make; benchmarks and
 # load tests are not tests (test_load_tools.py runs the Locust file); containerize needs Docker and
 # kubectl a cluster (docs/deployment.md: the opt-in container test)
 
