@@ -248,15 +248,16 @@ class PyramidNetClassifier:
 PyramidNetRunner.add_asgi_middleware(CountCalls, drain=drain)
 
 APIS = PyramidNetClassifier.apis.values()
+API_ROUTES = [api.route for api in APIS]
 FORM_FIELDS = {api.route: form_fields(api.input_spec, settings.max_images_per_request) for api in APIS}
 IMAGE_ROUTES = [route for route, fields in FORM_FIELDS.items() if fields]
 # Outermost first: each part has one job (src/model_store/edge).
 for middleware, options in [
     (RequestId, {}),
     (AccessLog, {}),
-    (ApiDocs, {"routes": [api.route for api in APIS]}),
+    (ApiDocs, {"routes": API_ROUTES}),
     (ErrorContract, {}),
-    (SecurityHeaders, {"routes": [api.route for api in APIS]}),
+    (SecurityHeaders, {"routes": API_ROUTES}),
     (ApiKeys, {"keys": settings.keys()}),
     (Forms, {"fields": FORM_FIELDS, "max_request_bytes": settings.max_request_bytes,
              "max_file_bytes": settings.max_file_bytes}),
