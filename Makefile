@@ -9,6 +9,8 @@ PORT ?= 3000
 # under a version derived from its weights, so nothing else registered under its name is served
 # in its place.
 MODEL ?= $(PYRAMIDNET_MODEL)
+# `make build BENTOFILE=bentofile.cpu.yaml`: the CPU bento (OpenVINO only, no torch).
+BENTOFILE ?= bentofile.yaml
 # BentoML's anonymous usage tracking is off for everything run from here (the bento sets it too).
 export BENTOML_DO_NOT_TRACK := true
 
@@ -39,4 +41,4 @@ test: $(VENV)/.dev
 	$(BIN)/python -m pytest
 
 build: $(VENV)/.serve
-	@$(resolve_model); PYRAMIDNET_MODEL=$$tag $(BIN)/bentoml build
+	@$(resolve_model); PYRAMIDNET_MODEL=$$tag $(BIN)/bentoml build -f $(BENTOFILE)

@@ -33,6 +33,7 @@ from model_store import (
     read_spec,
     to_predictions,
 )
+from model_store.coalesce import Coalescer
 from model_store.edge import (
     AccessLog,
     Admission,
@@ -137,8 +138,10 @@ class PyramidNetRunner:
         return self._model().predict_proba(batch)
 
     @bentoml.api
-    def device(self) -> str:
-        return str(self._model().device)
+    def runtime(self) -> dict[str, str]:
+        """Where and how the model runs: device, backend, precision."""
+        model = self._model()
+        return {"device": model.device, "backend": model.backend, "precision": model.precision}
 
 
 class ClassifyInput(UploadedForm):
@@ -169,6 +172,7 @@ class PyramidNetClassifier:
         self.model = self.model_ref
         self.spec = read_spec(self.model)
         self.tag = str(self.model.tag)
+        self.coalesce = Coalescer(self._predict, max_images=settings.max_batch_size)
 
     @bentoml.api(route="/classify", input_spec=ClassifyInput)
     @answers_errors
@@ -184,7 +188,7 @@ class PyramidNetClassifier:
 
     @bentoml.api(route="/model_info")
     async def model_info(self) -> ModelInfo:
-        """The served model: tag, what backs it, classes, preprocessing, limits, device."""
+        """The served model: tag, what backs it, classes, preprocessing, limits, and how it runs."""
         meta = self.model.info.metadata
         trained, warning = verdict(meta, self.spec.num_classes)
         return ModelInfo(
@@ -200,7 +204,7 @@ class PyramidNetClassifier:
             epoch=meta.get("epoch"),
             parameters=meta["parameters"],
             source_sha256=meta["source_sha256"],
-            device=await self.runner.to_async.device(),
+            **await self.runner.to_async.runtime(),
             batching=BatchingLimits(
                 max_batch_size=settings.max_batch_size,
                 max_latency_ms=settings.max_latency_ms,
@@ -212,7 +216,7 @@ class PyramidNetClassifier:
     async def _classify(self, uploads: list[Upload]) -> list[Prediction]:
         batch = await asyncio.to_thread(self._prepare, uploads)
         try:
-            probabilities = await self._predict(batch)
+            probabilities = await self.coalesce(batch)
         except BentoMLException as e:
             if e.error_code == 503:  # the runner's batcher shed it: it would miss the latency budget
                 raise Overloaded("the model is at capacity; retry shortly") from None

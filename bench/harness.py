@@ -41,8 +41,8 @@ import httpx
 import numpy as np
 
 from model_store import DEFAULT_MODEL_NAME, Settings, get_model
-from model_store.backends import BACKENDS, choose
-from model_store.inference import resolve_device
+from model_store.inference import BACKENDS, choose
+from model_store.store import device_type
 
 from . import offline
 from .hey import DEFAULT_DATA, HEADER, load_images, row, run_level
@@ -159,7 +159,7 @@ def environment(args: argparse.Namespace, settings: Settings) -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())  # fmt: skip
     versions = {name: _version(name) for name in ("torch", "bentoml", "openvino", "onnxruntime", "fastapi", "uvicorn")}
-    device = resolve_device(settings.device)
+    device = device_type(settings.device)
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "device": str(device)},
@@ -289,7 +289,7 @@ def main() -> None:
 
     print("\noffline images/s per batch size")
     record["offline"] = {}
-    device = resolve_device(settings.device)
+    device = device_type(settings.device)
     for backend in (b for b in BACKENDS if b not in args.skip_backends and runs_on(device, b)):
         figures = offline.measure(args.model, backend, offline.BATCH_SIZES)
         record["offline"][backend] = {str(n): v for n, v in figures.items()}

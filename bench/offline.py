@@ -2,6 +2,7 @@
 
     python -m bench.offline                       # every backend, batch 1 8 16 32 64 128
     python -m bench.offline --backends fused openvino --batch-sizes 16 32 --seconds 5
+    python -m bench.offline --backends openvino --precisions fp32 bf16 int8
 
 Real CIFAR-10 test images, preprocessed once; each figure is images per second of
 `Classifier.predict_proba` (forward pass and softmax), best of three timed rounds.
@@ -13,11 +14,11 @@ import argparse
 import time
 
 import numpy as np
-import torch
 
 from model_store import DEFAULT_MODEL_NAME, load_classifier
-from model_store.backends import BACKENDS
 from model_store.imaging import normalize
+from model_store.inference import BACKENDS, PRECISIONS, choose
+from model_store.openvino_ir import cpu_threads
 
 from .hey import DEFAULT_DATA  # the same data folder as the load runs
 
@@ -31,9 +32,10 @@ def real_batch(n: int, spec) -> np.ndarray:  # noqa: ANN001
     return normalize(images[np.arange(n) % len(images)], spec)
 
 
-def measure(model: str, backend: str, batch_sizes=BATCH_SIZES, seconds: float = 3.0) -> dict[int, float]:  # noqa: ANN001
-    """{batch size: images per second} for one backend on the CPU (or `auto` device)."""
-    classifier = load_classifier(model, "auto", backend=backend)
+def measure(model: str, backend: str, batch_sizes=BATCH_SIZES, seconds: float = 3.0,  # noqa: ANN001
+            precision: str = "fp32") -> dict[int, float]:  # fmt: skip
+    """{batch size: images per second} for one backend and precision on the CPU (or `auto` device)."""
+    classifier = load_classifier(model, "auto", backend=backend, precision=precision)
     out = {}
     for n in batch_sizes:
         batch = real_batch(n, classifier.spec)
@@ -53,14 +55,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=f"{DEFAULT_MODEL_NAME}:latest")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=PRECISIONS)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
     parser.add_argument("--seconds", type=float, default=3.0, help="timed per batch size")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; images/s")
-    print(f"{'backend':<10}" + "".join(f"{n:>8}" for n in args.batch_sizes))
+    print(f"{cpu_threads()} threads; images/s")
+    print(f"{'backend':<16}" + "".join(f"{n:>8}" for n in args.batch_sizes))
     for backend in args.backends:
-        figures = measure(args.model, backend, args.batch_sizes, args.seconds)
-        print(f"{backend:<10}" + "".join(f"{figures[n]:>8.1f}" for n in args.batch_sizes), flush=True)
+        for precision in args.precisions:
+            try:
+                choose("cpu", backend, precision)
+            except ValueError:
+                continue  # not a combination that runs on the CPU
+            figures = measure(args.model, backend, args.batch_sizes, args.seconds, precision)
+            print(f"{backend + ' ' + precision:<16}" + "".join(f"{figures[n]:>8.1f}" for n in args.batch_sizes), flush=True)
 
 
 if __name__ == "__main__":

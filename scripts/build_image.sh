@@ -2,7 +2,9 @@
 # Build the service's container image without a Docker engine:
 #   bentoml build  ->  bentoml containerize --backend buildah  (Docker format, so HEALTHCHECK is kept)
 #
-#   scripts/build_image.sh [IMAGE_TAG]        # default: pyramidnet-cifar10:latest
+#   scripts/build_image.sh [IMAGE_TAG] [BENTOFILE]
+#   scripts/build_image.sh                                              # GPU image (torch), pyramidnet-cifar10:latest
+#   scripts/build_image.sh pyramidnet-cifar10-cpu:latest bentofile.cpu.yaml    # CPU image (OpenVINO, no torch)
 #
 # On a normal machine buildah pulls the base image (python:3.11-slim) from Docker Hub. Where no
 # registry can be reached, and only then, this script first builds a LOCAL STAND-IN for that base
@@ -13,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGE=${1:-pyramidnet-cifar10:latest}
+BENTOFILE=${2:-bentofile.yaml}
 BASE=python:3.11-slim
 BIN=${BIN:-.venv/bin}
 export BUILDAH_FORMAT=docker       # the OCI format has no HEALTHCHECK
@@ -51,7 +54,7 @@ if ! buildah inspect --type image "docker.io/library/${BASE}" >/dev/null 2>&1; t
 fi
 
 "$BIN/bentoml" models get pyramidnet-cifar10:latest >/dev/null 2>&1 || "$BIN/python" scripts/save_model.py
-BENTO=$("$BIN/bentoml" build -o tag | tail -n 1 | sed 's/^__tag__://')
+BENTO=$("$BIN/bentoml" build -f "$BENTOFILE" -o tag | tail -n 1 | sed 's/^__tag__://')
 echo "bento: ${BENTO}" >&2
 
 # containerize needs the current directory to contain $TMPDIR when the bento has a Dockerfile

@@ -25,7 +25,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from model_store import Classifier, ModelSpec, load_classifier, read_checkpoint, resolve_device  # noqa: E402
+from model_store import Classifier, ModelSpec, load_classifier  # noqa: E402
+from model_store.backends import torch_classifier  # noqa: E402
+from model_store.checkpoint import read_checkpoint  # noqa: E402
 from model_store.evaluation import labelled_images, probabilities  # noqa: E402
 from model_store.registry import build_network  # noqa: E402
 
@@ -37,7 +39,7 @@ def classifier_from_checkpoint(path: Path, device: str) -> Classifier:
     spec = ModelSpec()
     module = build_network(spec, checkpoint.state_dict)
     metadata = {"epoch": checkpoint.epoch, "best_val_acc": checkpoint.best_val_acc}
-    return Classifier(module, spec, tag=str(path), metadata=metadata, device=resolve_device(device))
+    return torch_classifier(module, spec, tag=str(path), metadata=metadata, device=device)
 
 
 def served_probabilities(url: str, paths: list[Path], classes: tuple[str, ...]) -> np.ndarray:

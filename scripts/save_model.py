@@ -3,10 +3,16 @@
     python scripts/save_model.py                                  # the embedded default
     python scripts/save_model.py --checkpoint best_pyramidnet_model.pth --label team=vision
     python scripts/save_model.py --checkpoint best_pyramidnet_model.pth --eval-images /tmp/test
+    python scripts/save_model.py --calibration-images /tmp/train        # add the int8 model (NNCF)
 
 --eval-images measures top-1 on a labelled folder (<class>/<image>, CIFAR-10 class names) through
 the serving preprocessing before registering, and records it: what backs `"trained": true` in
 /model_info. Without a measurement the service reports `"trained": null` with a warning.
+
+Registration also stores the OpenVINO IR the CPU serves (fp32; bf16 is the same IR at run time).
+--calibration-images adds the int8 IR, quantized by NNCF on 30 images of each class of a labelled
+folder: training images, never the test images the model is measured on. A model already stored
+gets it added.
 """
 
 from __future__ import annotations
@@ -18,17 +24,15 @@ from pathlib import Path
 
 from bentoml.exceptions import BentoMLException
 
-from model_store import (
-    DEFAULT_MODEL_NAME,
-    Classifier,
-    ModelSpec,
-    embedded_default,
-    read_checkpoint,
-    register,
-    resolve_device,
-)
-from model_store.evaluation import measure, verdict
-from model_store.registry import build_network
+from model_store import DEFAULT_MODEL_NAME, ModelSpec, decode_image, preprocess_batch
+from model_store.backends import torch_classifier
+from model_store.checkpoint import read_checkpoint
+from model_store.evaluation import labelled_images, measure, verdict
+from model_store.registry import build_network, embedded_default, register
+
+
+CALIBRATION_PER_CLASS = 30  # 300 CIFAR-10 images: NNCF's default calibration size
+MAX_PIXELS = 10**8
 
 
 def _label(text: str) -> tuple[str, str]:
@@ -46,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", type=_label, action="append", default=[], metavar="KEY=VALUE",
                         help="model store label; repeatable")
     parser.add_argument("--eval-images", type=Path, metavar="DIR", help="measure top-1 on DIR/<class>/* first")
+    parser.add_argument("--calibration-images", type=Path, metavar="DIR",
+                        help="add the int8 model, calibrated on DIR/<class>/* (training images)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
@@ -54,10 +60,15 @@ def main(argv: list[str] | None = None) -> int:
         measured = None
         if args.eval_images is not None:
             spec = ModelSpec()
-            classifier = Classifier(build_network(spec, checkpoint.state_dict), spec, tag=checkpoint.source,
-                                    metadata={}, device=resolve_device("cpu"), backend="eager")  # fmt: skip
+            classifier = torch_classifier(build_network(spec, checkpoint.state_dict), spec, tag=checkpoint.source,
+                                          metadata={}, device="cpu", backend="eager")  # fmt: skip
             measured = measure(classifier, args.eval_images)
-        model = register(checkpoint, name=args.name, labels=dict(args.label), measured=measured)
+        calibration = None
+        if args.calibration_images is not None:
+            paths, _ = labelled_images(args.calibration_images, ModelSpec().classes, limit_per_class=CALIBRATION_PER_CLASS)
+            calibration = preprocess_batch([decode_image(p, max_pixels=MAX_PIXELS) for p in paths], ModelSpec())
+        model = register(checkpoint, name=args.name, labels=dict(args.label), measured=measured,
+                         calibration=calibration, calibrated_on=str(args.calibration_images))  # fmt: skip
     except (ValueError, BentoMLException) as e:  # CheckpointError, RegistrationError, bad tag, label or folder
         print(f"save_model: error: {e}", file=sys.stderr)
         return 1

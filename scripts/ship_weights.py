@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from model_store import Classifier, ModelSpec, read_checkpoint, resolve_device
-from model_store.checkpoint import CheckpointError
+from model_store import ModelSpec
+from model_store.backends import torch_classifier
+from model_store.checkpoint import CheckpointError, read_checkpoint
 from model_store.imaging import normalize
 from model_store.registry import SHIPPED_WEIGHTS, build_network, ship_weights
 from train import read_split
@@ -48,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ship_weights: error: {args.run} is not a finished run: {e}", file=sys.stderr)
         return 1
     spec = ModelSpec()
-    model = Classifier(build_network(spec, checkpoint.state_dict), spec, tag=str(args.run), metadata={},
-                       device=resolve_device("cpu"))  # fmt: skip
+    model = torch_classifier(build_network(spec, checkpoint.state_dict), spec, tag=str(args.run), metadata={},
+                             device="cpu")  # fmt: skip
     jpeg = top1(model, *read_split(args.data, "test"))
     exact = np.load(args.data / "test-exact-first1017.npz")
     exact_top1 = top1(model, exact["images"], exact["labels"])

@@ -23,7 +23,8 @@ import httpx
 import numpy as np
 import pytest
 
-from model_store import Classifier, embedded_default, load_classifier, register
+from model_store import Classifier, load_classifier
+from model_store.registry import embedded_default, register
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR10 = Path(os.environ.get("CIFAR10_DIR", REPO.parent / "shared" / "data" / "cifar10"))
@@ -66,6 +67,29 @@ def default_model() -> bentoml.Model:
 
 
 @pytest.fixture(scope="session")
+def calibration_images(cifar10_dir: Path) -> np.ndarray:
+    """30 CIFAR-10 training images of each class, normalised: int8 calibration never sees a test image."""
+    from model_store import ModelSpec, decode_image, preprocess_batch
+
+    images, taken = [], {}
+    with tarfile.open(cifar10_dir / "train-jpeg.tar.gz") as tar:
+        for member in tar:
+            label = Path(member.name).parent.name
+            if member.isfile() and taken.get(label, 0) < 30:
+                taken[label] = taken.get(label, 0) + 1
+                images.append(decode_image(tar.extractfile(member).read(), max_pixels=1024))
+    return preprocess_batch(images, ModelSpec())
+
+
+@pytest.fixture(scope="session")
+def int8_model(default_model: bentoml.Model, calibration_images: np.ndarray) -> bentoml.Model:
+    """The default with its int8 IR added, as `save_model.py --calibration-images` does to a stored model."""
+    from model_store.registry import embedded_default, register
+
+    return register(embedded_default(), calibration=calibration_images, calibrated_on="train-jpeg.tar.gz")
+
+
+@pytest.fixture(scope="session")
 def offline(default_model: bentoml.Model) -> Classifier:
     """The registered default loaded in this process: the reference the server must match."""
     return load_classifier(default_model, device="cpu")
@@ -94,24 +118,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(tag: str, log: Path, *, wait_ready: bool = True, **settings: str) -> Server:
-    """`bentoml serve` on a free port with PYRAMIDNET_* settings, in a process group of its own
-    (as a shell runs it); returns once /readyz answers 200, or at once with wait_ready=False."""
+def start_server(tag: str, log: Path, *, wait_ready: bool = True, python: str = sys.executable,
+                 target: str = "service:PyramidNetClassifier", cwd: Path = REPO, **settings: str) -> Server:  # fmt: skip
+    """`bentoml serve target` on a free port with PYRAMIDNET_* settings, in a process group of its
+    own (as a shell runs it); returns once /readyz answers 200, or at once with wait_ready=False.
+    `python` and `target` serve a built bento from another environment."""
     port = free_port()
     # Its own BENTOML_HOME sharing the test model store: `bentoml serve` wipes the Prometheus
     # directory under its home on start, which would blank the metrics of a server beside it.
     home = log.parent / f"bentoml-home-{port}"
     home.mkdir()
-    (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
+    for shared in ("models", "bentos"):
+        (Path(os.environ["BENTOML_HOME"]) / shared).mkdir(exist_ok=True)
+        (home / shared).symlink_to(Path(os.environ["BENTOML_HOME"]) / shared)
     env = {
         **os.environ,
         "BENTOML_HOME": str(home),
         "PYRAMIDNET_MODEL": tag,
         **{f"PYRAMIDNET_{k.upper()}": v for k, v in settings.items()},
     }
-    cmd = [sys.executable, "-m", "bentoml", "serve", "service:PyramidNetClassifier", "--host", "127.0.0.1",
-           "--port", str(port)]  # fmt: skip
-    process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    cmd = [python, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                                start_new_session=True)  # fmt: skip
     server = Server(f"http://127.0.0.1:{port}", process, log)
     if not wait_ready:

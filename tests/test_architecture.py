@@ -6,7 +6,8 @@ import io
 
 import torch
 
-from model_store import ModelSpec, pyramidnet
+from model_store import ModelSpec
+from model_store.architecture import pyramidnet
 from model_store.architecture import IdentityPadding, ResidualBlock
 from model_store.imaging import normalize
 

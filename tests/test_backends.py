@@ -8,7 +8,7 @@ import torch
 
 from model_store import Classifier, load_classifier, preprocess_batch
 from model_store.imaging import normalize
-from model_store.backends import BACKENDS, choose
+from model_store.inference import BACKENDS, choose
 
 TOLERANCE = 1e-5
 
@@ -36,17 +36,21 @@ def test_backend_matches_eager_on_the_exact_test_images(default_model, backend, 
 
 
 def test_the_default_is_the_measured_fastest_and_cpu_stays_exact():
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert choose(cpu) == ("openvino", "fp32")
-    assert choose(cuda) == ("fused", "fp16")
-    assert choose(cpu, "onnx") == ("onnx", "fp32")
-    assert choose(cuda, "compile", "bf16") == ("compile", "bf16")
-    with pytest.raises(ValueError, match="runs fp32"):
-        choose(cpu, "fused", "fp16")
+    assert choose("cpu") == ("openvino", "fp32")
+    assert choose("cuda") == ("fused", "fp16")
+    assert choose("cpu", "onnx") == ("onnx", "fp32")
+    assert choose("cpu", precision="int8") == ("openvino", "int8")
+    assert choose("cuda", "compile", "bf16") == ("compile", "bf16")
+    with pytest.raises(ValueError, match="fp16 runs only on CUDA"):
+        choose("cpu", "fused", "fp16")
+    with pytest.raises(ValueError, match="runs through OpenVINO"):
+        choose("cpu", "eager", "bf16")
+    with pytest.raises(ValueError, match="int8 runs only through OpenVINO"):
+        choose("cuda", "fused", "int8")
     with pytest.raises(ValueError, match="runs on the CPU"):
-        choose(cuda, "openvino")
+        choose("cuda", "openvino")
     with pytest.raises(ValueError, match="unknown backend"):
-        choose(cpu, "tensorrt")
+        choose("cpu", "tensorrt")
 
 
 def test_offline_reference_runs_the_default_backend(offline: Classifier):

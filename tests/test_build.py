@@ -9,7 +9,13 @@ import sys
 from pathlib import Path
 
 import bentoml
+import httpx
+import numpy as np
 import yaml
+
+from model_store import decode_image, load_classifier, preprocess_batch
+
+from .conftest import start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[1]
 BENTOML = str(Path(sys.executable).parent / "bentoml")
@@ -68,3 +74,46 @@ def test_every_setting_the_docs_name_exists():
     documents = [REPO / "README.md", *(REPO / "docs").glob("*.md"), *(REPO / "deploy").rglob("*.yaml")]
     mentioned = {name for path in documents for name in re.findall(r"PYRAMIDNET_[A-Z_]+[A-Z]", path.read_text())}
     assert mentioned - names == set()
+
+
+def test_cpu_bento_serves_the_ir_from_an_environment_without_torch(default_model, sample_jpegs, tmp_path):
+    env = {**os.environ, "PYRAMIDNET_MODEL": str(default_model.tag)}
+    built = subprocess.run([BENTOML, "build", "-f", "bentofile.cpu.yaml", "-o", "tag"], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert built.returncode == 0, built.stderr[-3000:]
+    tag = built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    requirements = Path(bentoml.get(tag).path) / "env" / "python" / "requirements.txt"
+    pinned = {line.split("==")[0].lower() for line in requirements.read_text().split()}
+    assert pinned == {"bentoml", "numpy", "openvino", "pillow", "pydantic", "pydantic-settings"}
+
+    # The environment the CPU image gets: the bento's requirements and nothing else.
+    venv = tmp_path / "cpu-env"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    installed = subprocess.run([venv / "bin" / "pip", "install", "-q", "-r", requirements], capture_output=True,
+                               text=True, timeout=900)  # fmt: skip
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    listed = subprocess.run([venv / "bin" / "pip", "list", "--format", "freeze"], capture_output=True, text=True)
+    packages = {line.split("==")[0].lower() for line in listed.stdout.split()}
+    assert not packages & {"torch", "torchvision", "triton"}
+    # bentoml's own NVML bindings (nvidia-ml-py, 0.1 MB) are the only nvidia package: no CUDA libraries.
+    assert {p for p in packages if p.startswith("nvidia")} <= {"nvidia-ml-py"}
+    size = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file() and not f.is_symlink())
+    assert size < 1.5e9, f"CPU environment is {size / 1e9:.2f} GB"
+
+    # Served from that environment: the fp32 probabilities of the torch reference, to 1e-4.
+    server = start_server(str(default_model.tag), tmp_path / "serve.log", python=str(venv / "bin" / "python"),
+                          target=tag, cwd=tmp_path)  # fmt: skip
+    try:
+        answers = []
+        for part in (sample_jpegs[:40], sample_jpegs[40:]):
+            files = [("images", (p.name, p.read_bytes(), "image/jpeg")) for p in part]
+            response = httpx.post(f"{server.url}/classify_batch", files=files, timeout=120)
+            assert response.status_code == 200, response.text
+            answers += [list(r["probabilities"].values()) for r in response.json()]
+    finally:
+        stop_server(server)
+    reference = load_classifier(default_model, "cpu", backend="eager")
+    expected = reference.predict_proba(preprocess_batch([decode_image(p, max_pixels=1024) for p in sample_jpegs],
+                                                        reference.spec))  # fmt: skip
+    assert np.abs(np.array(answers) - expected).max() < 1e-4
+    assert "(openvino, fp32) on cpu" in server.log.read_text()

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from model_store import CheckpointError, UnsafeCheckpointError, pyramidnet, read_checkpoint
+from model_store.architecture import pyramidnet
+from model_store.checkpoint import CheckpointError, UnsafeCheckpointError, read_checkpoint
 from model_store.checkpoint import check_compatible
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model_store import embedded_default
+from model_store.registry import embedded_default
 
 pytestmark = pytest.mark.server
 REPO = Path(__file__).resolve().parents[1]

@@ -13,19 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from model_store import (
-    CheckpointError,
-    ModelSpec,
-    RegistrationError,
-    embedded_default,
-    load_classifier,
-    read_checkpoint,
-    read_spec,
-    register,
-)
+from model_store import ModelSpec, load_classifier, read_spec
+from model_store.checkpoint import CheckpointError, read_checkpoint
+from model_store.registry import RegistrationError, embedded_default, load_network, register
 from model_store.imaging import preprocess_batch
+from model_store.inference import softmax
 from model_store.evaluation import verdict
-from model_store.registry import SPEC_FILE, WEIGHTS_FILE
+from model_store.store import SPEC_FILE, WEIGHTS_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,13 +40,16 @@ def test_round_trip_gives_identical_outputs(tmp_path, exact_images):
     torch.save({"model_state_dict": source.state_dict(), "epoch": 42, "best_val_acc": 93.5}, path)
 
     model = register(read_checkpoint(path), name="roundtrip", labels={"team": "vision"})
-    loaded = load_classifier(str(model.tag), device="cpu")
+    weights = load_classifier(str(model.tag), device="cpu", backend="eager")
+    served = load_classifier(str(model.tag), device="cpu")  # the OpenVINO IR stored at registration
 
-    batch = preprocess_batch([Image.fromarray(i) for i in exact_images[0][:16]], loaded.spec)
+    batch = preprocess_batch([Image.fromarray(i) for i in exact_images[0][:16]], served.spec)
     with torch.no_grad():
-        expected = torch.softmax(source(torch.from_numpy(batch)), 1).numpy()
-    assert np.array_equal(loaded.predict_proba(batch), expected)
-    assert not loaded.module.training and loaded.device == torch.device("cpu")
+        expected = softmax(source(torch.from_numpy(batch)).numpy())
+    assert np.array_equal(weights.predict_proba(batch), expected)  # the same weights, bit for bit
+    assert (served.backend, served.precision, served.device) == ("openvino", "fp32", "cpu")
+    assert np.abs(served.predict_proba(batch) - expected).max() < 1e-5
+    assert {p.name for p in (Path(model.path) / "openvino").iterdir()} == {"model.xml", "model.bin"}
 
 
 def test_metadata_and_spec_are_stored_as_data(tmp_path):
@@ -189,9 +186,9 @@ def test_shipped_weights_become_the_trained_embedded_default(tmp_path):
     assert meta["training_command"] == "python scripts/train.py ..."
     assert (meta["epoch"], meta["best_val_acc"]) == (200, 95.7)
     assert meta["source"] == "embedded:default.safetensors"
-    loaded = load_classifier(model, device="cpu")
+    loaded = load_network(model)
     for key, value in trained.state_dict().items():
-        assert torch.equal(loaded.module.state_dict()[key], value)
+        assert torch.equal(loaded.state_dict()[key], value)
 
 
 def test_without_shipped_weights_the_default_is_the_untrained_stand_in(tmp_path):

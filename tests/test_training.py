@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from model_store import CIFAR10_CLASSES, ModelSpec, embedded_default, read_checkpoint
+from model_store import CIFAR10_CLASSES, ModelSpec
+from model_store.checkpoint import read_checkpoint
+from model_store.registry import embedded_default
 
 from .conftest import CIFAR10
 

@@ -1,33 +1,61 @@
-"""The model loaded for inference on one device: float32 (N, 3, H, W) in, probabilities (N, C) out."""
+"""The model loaded for inference: float32 (N, 3, H, W) in, probabilities (N, C) out. Imports no torch.
+
+A Classifier wraps a runtime, a function from a normalised batch to logits: OpenVINO running the
+stored IR on the CPU (openvino_ir.py), or a torch backend (backends.py) on a GPU or when asked.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
-import torch
-from torch import nn
 
-from . import backends
+from .openvino_ir import Runtime
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
+Backend = Literal["openvino", "eager", "fused", "compile", "onnx"]
+Precision = Literal["fp32", "bf16", "int8", "fp16"]
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA when a GPU is visible, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
-    return device
+
+def choose(device_type: str, backend: str = "auto", precision: str = "auto") -> tuple[Backend, Precision]:
+    """The measured default for a device type (`cpu`, `cuda`) unless overridden, checked.
+
+    The CPU runs OpenVINO (docs/performance.md) at fp32, the exact default; bf16 and int8 are
+    OpenVINO opt-ins. CUDA runs the `fused` torch backend under fp16 autocast (untested on a GPU).
+    """
+    if backend == "auto":
+        backend = "openvino" if device_type == "cpu" else "fused"
+    if precision == "auto":
+        precision = "fp32" if device_type == "cpu" else "fp16"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if backend in ("onnx", "openvino") and device_type != "cpu":
+        raise ValueError(f"backend {backend!r} runs on the CPU here; on {device_type} use a torch backend")
+    if precision in ("bf16", "int8") and device_type == "cpu" and backend != "openvino":
+        raise ValueError(f"{precision} on the CPU runs through OpenVINO; {backend} runs fp32 there")
+    if precision == "int8" and backend != "openvino":
+        raise ValueError("int8 runs only through OpenVINO on the CPU")
+    if precision == "fp16" and device_type != "cuda":
+        raise ValueError(f"fp16 runs only on CUDA with a torch backend; {device_type} with {backend} cannot")
+    return backend, precision  # type: ignore[return-value]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32, stable for any logits."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 class Classifier:
-    """An eval-mode network with the spec and store metadata it came with.
+    """A runtime with the spec and store metadata it came with.
 
     It keeps count of forward passes that failed in a row: `healthy` turns False after
     `FAILURES_BEFORE_UNHEALTHY` of them and True again after the next success.
@@ -37,22 +65,22 @@ class Classifier:
 
     def __init__(
         self,
-        module: nn.Module,
+        run: Runtime,
         spec: ModelSpec,
         *,
         tag: str,
         metadata: dict[str, Any],
-        device: torch.device,
-        backend: str = "auto",
-        precision: str = "auto",
+        device: str,
+        backend: Backend,
+        precision: Precision,
     ) -> None:
-        self.module = module.to(device).eval()
+        self._run = run
         self.spec = spec
         self.tag = tag
         self.metadata = metadata
         self.device = device
-        self.backend, self.precision = backends.choose(device, backend, precision)
-        self._run = backends.build(self.module, self.backend, device, self.precision, input_size=spec.input_size)
+        self.backend = backend
+        self.precision = precision
         self.consecutive_failures = 0
 
     @property
@@ -73,16 +101,12 @@ class Classifier:
         return probabilities
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
-        """One forward pass; on out-of-memory, the two halves separately (down to one image)."""
+        """One forward pass; out of memory, the two halves separately (down to one image)."""
         try:
-            logits = self._run(batch)
-            with torch.inference_mode():
-                return torch.softmax(logits.float(), dim=1).cpu().numpy()
-        except torch.OutOfMemoryError:
+            return softmax(np.asarray(self._run(batch), dtype=np.float32))
+        except MemoryError:
             if len(batch) == 1:
                 raise
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
             half = len(batch) // 2
             log.warning("out of memory on a batch of %d on %s; retrying as %d + %d",
                         len(batch), self.device, half, len(batch) - half)  # fmt: skip
@@ -90,8 +114,7 @@ class Classifier:
 
     def warm_up(self, batch_sizes: Iterable[int]) -> None:
         """Run each batch size once so the first real request does not pay for lazy initialisation."""
-        size = self.spec.input_size
-        for n in batch_sizes:
-            self.predict_proba(np.zeros((n, 3, size, size), dtype=np.float32))
-        log.info("warmed up %s (%s, %s) on %s with %d threads for batch sizes %s",
-                 self.tag, self.backend, self.precision, self.device, torch.get_num_threads(), list(batch_sizes))  # fmt: skip
+        sizes = list(batch_sizes)
+        for n in sizes:
+            self.predict_proba(np.zeros((n, 3, self.spec.input_size, self.spec.input_size), dtype=np.float32))
+        log.info("warmed up %s (%s, %s) on %s for batch sizes %s", self.tag, self.backend, self.precision, self.device, sizes)

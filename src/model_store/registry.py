@@ -1,31 +1,32 @@
-"""The BentoML model store: register a checkpoint pickle-free, load it back for inference."""
+"""The BentoML model store, write side: register a checkpoint pickle-free, with the OpenVINO IR
+the CPU serves (fp32, and int8 when calibration images are given). Loading is store.py."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
+import os
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import bentoml
 import numpy as np
+import openvino
 import safetensors.torch
 import torch
 from PIL import Image
 
 from .checkpoint import Checkpoint, check_compatible
 from .imaging import preprocess
-from .inference import Classifier, resolve_device
+from .openvino_ir import IR_DIR, IR_FILES, ir_path
 from .spec import ModelSpec
+from .store import DEFAULT_MODEL_NAME, SPEC_FILE, WEIGHTS_FILE, read_spec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_NAME = "pyramidnet-cifar10"
-WEIGHTS_FILE = "model.safetensors"
-SPEC_FILE = "spec.json"
 EMBEDDED_SEED = 0
 VERSION_LENGTH = 16  # hex digits of the checkpoint's sha256 that make its version
 # Trained weights shipped with the package, once they exist (scripts/ship_weights.py writes them).
@@ -106,12 +107,15 @@ def register(
     spec: ModelSpec | None = None,
     labels: dict[str, str] | None = None,
     measured: dict[str, Any] | None = None,
+    calibration: np.ndarray | None = None,
+    calibrated_on: str = "",
 ) -> bentoml.Model:
-    """Validate, smoke-test and store a checkpoint; nothing is written unless every check passes.
+    """Validate, smoke-test and store a checkpoint with its OpenVINO IR; nothing is written unless
+    every step succeeds.
 
     The version comes from the checkpoint's sha256: registering the same file again returns the
-    model already stored, and a tag names exactly one set of weights.
-    `trained` defaults to the checkpoint's own record of it, else True (a user's checkpoint)."""
+    model already stored, and a tag names exactly one set of weights. `calibration` (normalised
+    float32 training images, never test images) adds the int8 IR, to a stored model too."""
     tag = bentoml.Tag(name, checkpoint.sha256[:VERSION_LENGTH])
     with contextlib.suppress(bentoml.exceptions.NotFound):
         existing = bentoml.models.get(tag)
@@ -121,6 +125,8 @@ def register(
                 f"delete the stored model first (bentoml models delete {tag}) and register again"
             )
         log.info("%s is already in the store (the same weights); not registered again", tag)
+        if calibration is not None and not ir_path(existing.path, "int8").is_file():
+            _add_int8(existing, calibration, calibrated_on)
         return existing
     spec = spec or ModelSpec()
     module = build_network(spec, checkpoint.state_dict).eval()
@@ -146,18 +152,11 @@ def register(
         safetensors.torch.save_file(state_dict, model.path_of(WEIGHTS_FILE), metadata={"format": "pt"})
         with open(model.path_of(SPEC_FILE), "w") as f:
             f.write(spec.model_dump_json(indent=2))
+        xml = export_ir(module, Path(model.path), spec.input_size)
+        if calibration is not None:
+            quantize_ir(xml, calibration, calibrated_on)
     log.info("registered %s from %s", model.tag, checkpoint.source)
     return model
-
-
-def get_model(ref: str | bentoml.Model = f"{DEFAULT_MODEL_NAME}:latest") -> bentoml.Model:
-    """A stored model by tag (`name`, `name:latest` or `name:version`), or the model itself."""
-    return ref if isinstance(ref, bentoml.Model) else bentoml.models.get(ref)
-
-
-def read_spec(model: bentoml.Model) -> ModelSpec:
-    with open(model.path_of(SPEC_FILE)) as f:
-        return ModelSpec.model_validate(json.load(f))
 
 
 def build_network(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -168,18 +167,62 @@ def build_network(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> torch
     return module
 
 
-def load_classifier(
-    ref: str | bentoml.Model, device: str = "auto", backend: str = "auto", precision: str = "auto"
-) -> Classifier:
-    """A stored model as a Classifier on `device` (`auto`, `cpu`, `cuda`, `cuda:1`...); see backends.py."""
-    model = get_model(ref)
-    spec = read_spec(model)
-    target = resolve_device(device)
-    module = build_network(spec, safetensors.torch.load_file(model.path_of(WEIGHTS_FILE), device="cpu"))
-    return Classifier(
-        module, spec, tag=str(model.tag), metadata=dict(model.info.metadata), device=target,
-        backend=backend, precision=precision,
-    )  # fmt: skip
+def _add_int8(model: bentoml.Model, calibration: np.ndarray, calibrated_on: str) -> None:
+    """Quantize a stored model's fp32 IR and move the int8 IR in beside it (.bin first: the .xml marks it whole)."""
+    fp32 = ir_path(model.path, "fp32")
+    if not fp32.is_file():
+        store_ir(model)
+    with tempfile.TemporaryDirectory(dir=fp32.parent) as scratch:
+        xml = quantize_ir(fp32, calibration, calibrated_on, out=Path(scratch) / IR_FILES["int8"])
+        target = ir_path(model.path, "int8")
+        os.replace(xml.with_suffix(".bin"), target.with_suffix(".bin"))
+        os.replace(xml, target)
+    log.info("added the int8 model to %s (calibrated on %d images)", model.tag, len(calibration))
+
+
+def load_network(model: bentoml.Model) -> torch.nn.Module:
+    """A stored model's network on the CPU, in eval mode."""
+    return build_network(read_spec(model), safetensors.torch.load_file(model.path_of(WEIGHTS_FILE), device="cpu")).eval()
+
+
+def export_ir(module: torch.nn.Module, folder: Path, input_size: int = 32) -> Path:
+    """Convert the network to OpenVINO's fp32 IR under `folder`/openvino; returns the .xml path."""
+    sample = torch.zeros(2, 3, input_size, input_size)
+    batch = torch.export.Dim("batch", max=65536)
+    program = torch.export.export(module.cpu().eval(), (sample,), dynamic_shapes=({0: batch},))
+    graph = openvino.convert_model(program)
+    graph.reshape({0: [-1, 3, input_size, input_size]})  # only the batch varies
+    xml = Path(folder) / IR_DIR / IR_FILES["fp32"]
+    openvino.save_model(graph, xml, compress_to_fp16=False)  # fp32 weights: exact is the contract
+    return xml
+
+
+def quantize_ir(xml: Path, calibration: np.ndarray, calibrated_on: str = "", out: Path | None = None) -> Path:
+    """int8 post-training quantization of an fp32 IR (NNCF) calibrated on normalised images, saved
+    beside it (or at `out`); returns the int8 .xml."""
+    try:
+        import nncf
+    except ImportError:
+        raise RuntimeError("int8 needs NNCF at registration: pip install 'pyramidnet-bento[int8]'") from None
+    graph = openvino.Core().read_model(xml)
+    samples = nncf.Dataset([image[None] for image in calibration.astype(np.float32)])
+    quantized = nncf.quantize(graph, samples, subset_size=len(calibration))
+    quantized.set_rt_info(f"{len(calibration)} images: {calibrated_on}", ["pyramidnet", "calibrated_on"])
+    out = out or xml.with_name(IR_FILES["int8"])
+    openvino.save_model(quantized, out, compress_to_fp16=False)
+    return out
+
+
+def store_ir(model: bentoml.Model) -> None:
+    """Convert a model stored before registration kept the IR, into its folder all at once."""
+    with tempfile.TemporaryDirectory(dir=model.path) as scratch:
+        xml = export_ir(load_network(model), Path(scratch), read_spec(model).input_size)
+        try:
+            os.rename(xml.parent, model.path_of(IR_DIR))
+        except OSError:
+            if not os.path.isdir(model.path_of(IR_DIR)):
+                raise
+            # another worker stored it first: the same conversion of the same weights
 
 
 def _smoke_test(module: torch.nn.Module, spec: ModelSpec) -> None:

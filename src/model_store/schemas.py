@@ -77,6 +77,8 @@ class ModelInfo(BaseModel):
     parameters: int
     source_sha256: str
     device: str
+    backend: str = Field(description="how the network runs: openvino (the stored IR) on the CPU, a torch backend on CUDA")
+    precision: str = Field(description="fp32 (exact), bf16 or int8 on the CPU; fp16 autocast on CUDA")
     batching: BatchingLimits
     limits: InputLimits
 

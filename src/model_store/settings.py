@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .backends import Backend, Precision
-from .registry import DEFAULT_MODEL_NAME
+from .inference import Backend, Precision
+from .store import DEFAULT_MODEL_NAME
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
 
@@ -21,10 +21,10 @@ class Settings(BaseSettings):
     model: str = Field(f"{DEFAULT_MODEL_NAME}:latest", description="model store tag to serve")
     device: str = Field("auto", description="auto (CUDA if visible, else CPU), cpu, cuda or cuda:N")
     backend: Literal["auto"] | Backend = Field(
-        "auto", description="how the network runs; auto is the measured fastest exact one (backends.py)"
+        "auto", description="how the network runs; auto: OpenVINO on the CPU, fused torch on CUDA (inference.choose)"
     )
     precision: Literal["auto"] | Precision = Field(
-        "auto", description="auto: fp16 autocast on CUDA, fp32 on the CPU (the only exact choice there)"
+        "auto", description="auto: fp32 on the CPU, fp16 autocast on CUDA; bf16 and int8 run through OpenVINO"
     )
     api_workers: Annotated[int, Field(ge=1)] | Literal["cpu_count"] = Field(
         "cpu_count", description="API worker processes; cpu_count lets BentoML use one per core"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .architecture import PyramidNet, pyramidnet
+if TYPE_CHECKING:  # the serving path on the CPU never imports torch
+    from .architecture import PyramidNet
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer",
@@ -40,5 +41,7 @@ class ModelSpec(BaseModel):
         return len(self.classes)
 
     def build(self) -> PyramidNet:
-        """A freshly initialised network of this shape."""
+        """A freshly initialised network of this shape (imports torch)."""
+        from .architecture import pyramidnet
+
         return pyramidnet(num_layers=self.num_layers, alpha=self.alpha, num_classes=self.num_classes)
