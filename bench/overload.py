@@ -20,6 +20,7 @@ import json
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -27,7 +28,7 @@ import httpx
 from model_store import DEFAULT_MODEL_NAME
 
 from . import offline
-from .harness import free_port, serving
+from .harness import cpu_seconds, free_port, serving
 from .hey import DEFAULT_DATA, HEADER, load_images, multipart, row, run_level, summarise
 from .hey import hey as run_hey
 
@@ -47,16 +48,20 @@ def main() -> None:
     parser.add_argument("--storm-clients", type=int, default=256)
     parser.add_argument("--storm-seconds", type=float, default=30.0)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"], help="served and offline")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     images = load_images(args.data)
-    env = {"PYRAMIDNET_MODEL": args.model}
+    env = {"PYRAMIDNET_MODEL": args.model, "PYRAMIDNET_PRECISION": args.precision}
     logs = Path(tempfile.mkdtemp(prefix="bench-overload-"))
-    record: dict = {"model": args.model}
+    record: dict = {"model": args.model, "precision": args.precision}
 
     port = free_port()
     cmd = [sys.executable, "-m", "bentoml", "serve", "service:PyramidNetClassifier", "--port", str(port)]
-    with serving(cmd, port, env, logs / "service.log") as (url, _):
+    started = time.monotonic()
+    with serving(cmd, port, env, logs / "service.log") as (url, group):
+        record["ready_s"] = round(time.monotonic() - started, 1)
+        print(f"ready {record['ready_s']} s after `bentoml serve`")
         body = logs / "one.multipart"
         body.write_bytes(multipart("image", images[:1]))
         burst = run_hey(url + "/classify", body, 64, requests=64)
@@ -64,8 +69,13 @@ def main() -> None:
         print(f"burst of 64 on an idle server: {record['burst']}")
 
         print(HEADER)
-        record["capacity"] = run_level(url, images, 32, duration=args.seconds)
-        print(row(record["capacity"]), flush=True)
+        run_level(url, images, 32, duration=2.0, warmup=0)
+        before = cpu_seconds(group)
+        record["capacity"] = run_level(url, images, 32, duration=args.seconds, warmup=0)
+        used, answered = cpu_seconds(group), record["capacity"]["requests"]
+        record["capacity"]["cpu_ms_per_request"] = {role: round((used[role] - before.get(role, 0)) / answered * 1000, 2)
+                                                    for role in used}  # fmt: skip
+        print(row(record["capacity"]) + f"  CPU ms/request {record['capacity']['cpu_ms_per_request']}", flush=True)
 
         stop, readyz = threading.Event(), []
         probe = threading.Thread(target=readiness_during, args=(url, stop, readyz), daemon=True)
@@ -82,14 +92,14 @@ def main() -> None:
         record["seed_design"] = run_level(url, images, 32, duration=args.seconds)
         print(row(record["seed_design"]) + "  (seed design)", flush=True)
 
-    record["offline_batch_16"] = offline.measure(args.model, "auto", [16])[16]
+    record["offline_batch_16"] = offline.measure(args.model, "auto", [16], precision=args.precision)[16]
     capacity = record["capacity"]["images_per_s"]
     record["ratios"] = {
         "storm_goodput_over_capacity": round(record["storm"]["images_per_s"] / capacity, 3),
         "capacity_over_seed_design": round(capacity / record["seed_design"]["images_per_s"], 2),
         "served_over_offline": round(capacity / record["offline_batch_16"], 3),
     }
-    print(f"offline, batch 16: {record['offline_batch_16']:.1f} img/s")
+    print(f"offline ({args.precision}), batch 16: {record['offline_batch_16']:.1f} img/s")
     print(json.dumps(record["ratios"]))
     if args.out:
         args.out.write_text(json.dumps(record, indent=2) + "\n")
