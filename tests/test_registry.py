@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,30 @@ def test_round_trip_gives_identical_outputs(tmp_path, exact_images):
     assert (served.backend, served.precision, served.device) == ("openvino", "fp32", "cpu")
     assert np.abs(served.predict_proba(batch) - expected).max() < 1e-5
     assert {p.name for p in (Path(model.path) / "openvino").iterdir()} == {"model.xml", "model.bin"}
+
+
+def test_a_model_stored_without_its_ir_is_converted_once_on_first_load(tmp_path, exact_images, caplog):
+    torch.manual_seed(4)
+    source = ModelSpec().build().eval()
+    path = tmp_path / "older.pth"
+    torch.save(source.state_dict(), path)
+    model = register(read_checkpoint(path), name="older")
+    shutil.rmtree(Path(model.path) / "openvino")  # as a model registered before the IR was stored
+
+    with caplog.at_level("WARNING", logger="model_store.store"):
+        first = load_classifier(model, device="cpu")
+    assert "registered without an OpenVINO IR" in caplog.text
+    assert {p.name for p in (Path(model.path) / "openvino").iterdir()} == {"model.xml", "model.bin"}
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="model_store.store"):
+        again = load_classifier(model, device="cpu")
+    assert caplog.text == ""  # kept: converted once
+
+    batch = preprocess_batch([Image.fromarray(i) for i in exact_images[0][:8]], first.spec)
+    with torch.no_grad():
+        expected = softmax(source(torch.from_numpy(batch)).numpy())
+    assert np.abs(first.predict_proba(batch) - expected).max() < 1e-5
+    assert np.array_equal(again.predict_proba(batch), first.predict_proba(batch))
 
 
 def test_metadata_and_spec_are_stored_as_data(tmp_path):
