@@ -18,6 +18,7 @@ gets it added.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
+    if args.calibration_images is not None and importlib.util.find_spec("nncf") is None:
+        print("save_model: error: --calibration-images needs NNCF: pip install 'pyramidnet-bento[int8]'", file=sys.stderr)
+        return 1
     try:
         checkpoint = embedded_default() if args.checkpoint is None else read_checkpoint(args.checkpoint)
         measured = None

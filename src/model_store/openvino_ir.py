@@ -6,11 +6,11 @@ Registration converts the network once (registry.py) and stores it in the model'
     openvino/model-int8.xml, .bin     post-training int8 (NNCF, calibrated on training images), if made
 
 How a batch runs, measured on the 2-core machine (docs/performance.md): a batch of one goes to a
-model compiled for latency (one stream over both cores: 10 ms against 16 on one core). A larger
-batch is split over one stream per core. Streams share nothing, so when an API worker takes a
-core away for a moment one half waits and the other goes on; the latency build's threads stall
-each other at every layer instead. At a batch of 16 beside a process using 60 % of a core: 107 img/s
-split, 83 img/s on the latency build.
+model compiled for latency (one stream over both cores: about 10 ms against 16 ms on one core).
+A larger batch is split over one stream per core. Streams share nothing, so when an API worker
+takes a core away for a moment one half waits and the other goes on; the latency build's threads
+stall each other at every layer instead. At a batch of 16 beside a process keeping one core 60 %
+busy (`python -m bench.streams`): 102.6 img/s split, 83.9 img/s on the latency build.
 """
 
 from __future__ import annotations
