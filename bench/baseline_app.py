@@ -34,8 +34,8 @@ app = FastAPI(lifespan=lifespan)
 
 def predict(images: list[Image.Image]) -> list[dict]:
     model = state["model"]
-    probabilities = model.predict_proba(preprocess_batch(images, model.spec))
-    return [{"label": model.spec.classes[int(p.argmax())], "probabilities": p.tolist()} for p in probabilities]
+    probabilities, classes = model.predict_proba(preprocess_batch(images, model.spec)), model.spec.classes
+    return [{"label": classes[int(p.argmax())], "probabilities": dict(zip(classes, p.tolist()))} for p in probabilities]
 
 
 @app.post("/classify")

@@ -52,6 +52,19 @@ ENDPOINTS = ("/classify", "/classify_batch")
 BATCH_METRIC = r'bentoml_service_adaptive_batch_size_(sum|count)\{method_name="predict"[^}]*\} (\S+)'
 
 
+# How each design is started (`python -m ...`), all on the model in PYRAMIDNET_MODEL: the service,
+# the seed design the issues started from, and LitServe serving the same weights eagerly.
+DESIGNS = {
+    "service": ["bentoml", "serve", "service:PyramidNetClassifier"],
+    "seed_design": ["uvicorn", "bench.baseline_app:app", "--log-level", "warning"],
+    "litserve": ["bench.litserve_app"],
+}
+
+
+def command(design: str, port: int) -> list[str]:
+    return [sys.executable, "-m", *DESIGNS[design], "--port", str(port)]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -307,11 +320,7 @@ def main() -> None:
     for design in ("baseline", "bentoml"):
         for endpoint in ENDPOINTS:  # a fresh server each: the batcher's learned wait carries over otherwise
             port = free_port()
-            if design == "baseline":
-                cmd = [sys.executable, "-m", "uvicorn", "bench.baseline_app:app", "--port", str(port),
-                       "--log-level", "warning"]  # fmt: skip
-            else:
-                cmd = [sys.executable, "-m", "bentoml", "serve", "service:PyramidNetClassifier", "--port", str(port)]
+            cmd = command("seed_design" if design == "baseline" else "service", port)
             log = logs / f"{design}{endpoint.replace('/', '-')}.log"
             with serving(cmd, port, env if design == "baseline" else service_env, log) as server:
                 record["served"] += load_endpoint(design, endpoint, server, images, args)

@@ -8,16 +8,15 @@ On a fresh `bentoml serve` of the model with its default settings:
 2. capacity: 32 closed-loop clients on /classify (`--seconds`), after a warm-up;
 3. storm: `--storm-clients` clients that retry at once (hey sends the next request as soon as the
    last is answered, 503 or not) for `--storm-seconds`, while /readyz is probed every second;
-then the seed design (bench/baseline_app.py) at 32 clients, and the offline throughput of the
-service's own backend at the batch size it forms. Prints the figures and the ratios the
-overload work is judged by; writes them as JSON with `--out`.
+then the seed design (bench/baseline_app.py) and LitServe (bench/litserve_app.py) at 32 clients,
+and the offline throughput of the service's own backend at the batch size it forms. Prints the
+figures and the ratios the overload work is judged by; writes them as JSON with `--out`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import threading
 import time
@@ -28,7 +27,7 @@ import httpx
 from model_store import DEFAULT_MODEL_NAME
 
 from . import offline
-from .harness import cpu_seconds, free_port, serving
+from .harness import command, cpu_seconds, free_port, serving
 from .hey import DEFAULT_DATA, HEADER, load_images, multipart, row, run_level, summarise
 from .hey import hey as run_hey
 
@@ -57,9 +56,8 @@ def main() -> None:
     record: dict = {"model": args.model, "precision": args.precision}
 
     port = free_port()
-    cmd = [sys.executable, "-m", "bentoml", "serve", "service:PyramidNetClassifier", "--port", str(port)]
     started = time.monotonic()
-    with serving(cmd, port, env, logs / "service.log") as (url, group):
+    with serving(command("service", port), port, env, logs / "service.log") as (url, group):
         record["ready_s"] = round(time.monotonic() - started, 1)
         print(f"ready {record['ready_s']} s after `bentoml serve`")
         body = logs / "one.multipart"
@@ -86,17 +84,18 @@ def main() -> None:
         record["storm"]["readyz"] = {str(code): readyz.count(code) for code in sorted(set(readyz))}
         print(row(record["storm"]) + f"  readyz {record['storm']['readyz']}", flush=True)
 
-    port = free_port()
-    cmd = [sys.executable, "-m", "uvicorn", "bench.baseline_app:app", "--port", str(port), "--log-level", "warning"]
-    with serving(cmd, port, env, logs / "baseline.log") as (url, _):
-        record["seed_design"] = run_level(url, images, 32, duration=args.seconds)
-        print(row(record["seed_design"]) + "  (seed design)", flush=True)
+    for name in ("seed_design", "litserve"):  # the designs compared with, same weights and JPEGs
+        port = free_port()
+        with serving(command(name, port), port, env, logs / f"{name}.log") as (url, _):
+            record[name] = run_level(url, images, 32, duration=args.seconds)
+            print(row(record[name]) + f"  ({name.replace('_', ' ')})", flush=True)
 
     record["offline_batch_16"] = offline.measure(args.model, "auto", [16], precision=args.precision)[16]
     capacity = record["capacity"]["images_per_s"]
     record["ratios"] = {
         "storm_goodput_over_capacity": round(record["storm"]["images_per_s"] / capacity, 3),
         "capacity_over_seed_design": round(capacity / record["seed_design"]["images_per_s"], 2),
+        "capacity_over_litserve": round(capacity / record["litserve"]["images_per_s"], 2),
         "served_over_offline": round(capacity / record["offline_batch_16"], 3),
     }
     print(f"offline ({args.precision}), batch 16: {record['offline_batch_16']:.1f} img/s")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model_store import ModelSpec
+from model_store import Classifier, ModelSpec
 from model_store.backends import torch_classifier
 from model_store.checkpoint import CheckpointError, read_checkpoint
 from model_store.imaging import normalize

@@ -1,5 +1,6 @@
-"""The load-testing tools: the Locust file headless with CSV output, and what bench/hey.py sends and
-reports (hey itself is a benchmark tool, installed for benchmarks, not for the tests)."""
+"""The load-testing tools: the Locust file headless with CSV output, what bench/hey.py sends and
+reports (hey itself is a benchmark tool, installed for benchmarks, not for the tests), and the
+designs the benchmarks compare the service with."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ import sys
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
+from bench.harness import command, free_port, serving
 from bench.hey import BOUNDARY, load_images, multipart, summarise
+from model_store import load_classifier
 
 from .conftest import REPO, Server
+from .test_service import PARITY, offline_probabilities, served_probabilities
 
 pytestmark = pytest.mark.server
 
@@ -46,3 +51,15 @@ def test_benchmark_figures_count_only_the_200s():
     assert summary["codes"] == {200: 4, 503: 2} and summary["requests"] == 6
     assert summary["ok_per_s"] == 2.0 and summary["images_per_s"] == 8.0
     assert summary["p50_ms"] == 250.0 and summary["p99_ms"] < 900  # the 5 s 503 is not a latency of the service
+
+
+@pytest.mark.parametrize("design", ["seed_design", "litserve"])
+def test_the_designs_compared_with_serve_the_same_weights(design, default_model, sample_jpegs, tmp_path):
+    port, env = free_port(), {"PYRAMIDNET_MODEL": str(default_model.tag)}
+    with serving(command(design, port), port, env, tmp_path / f"{design}.log") as (url, _):
+        answers = [httpx.post(url + "/classify", files={"image": p.read_bytes()}, timeout=60)
+                   for p in sample_jpegs[:10]]  # fmt: skip
+    results = [a.json() for a in answers if a.status_code == 200]
+    assert len(results) == 10, [a.text for a in answers]
+    eager = load_classifier(default_model, "cpu", "eager", "fp32")
+    assert np.abs(served_probabilities(results) - offline_probabilities(eager, sample_jpegs[:10])).max() < PARITY
