@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import resource
 import time
 
 import numpy as np
@@ -24,6 +23,7 @@ from model_store.imaging import normalize
 from model_store.openvino_ir import PLANS, compile_ir, cpu_threads, ir_path
 
 from .hey import DEFAULT_DATA
+from .offline import throughput
 
 
 def busy(duty: float) -> None:
@@ -32,18 +32,6 @@ def busy(duty: float) -> None:
         while time.perf_counter() - start < 0.002 * duty:
             pass
         time.sleep(0.002 * (1 - duty))
-
-
-def rate(run, batch: np.ndarray, seconds: float) -> tuple[float, float]:  # noqa: ANN001
-    """(images/s, CPU ms per image of this process) over `seconds`."""
-    run(batch)
-    before, start, done = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
-        run(batch)
-        done += len(batch)
-    elapsed, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
-    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-    return done / elapsed, cpu / done * 1000
 
 
 def main() -> None:
@@ -67,7 +55,7 @@ def main() -> None:
         hog = multiprocessing.Process(target=busy, args=(duty,), daemon=True) if duty else None
         if hog:
             hog.start()
-        figures = [rate(run, batch, args.seconds) for run in runtimes.values()]
+        figures = [throughput(run, batch, args.seconds, rounds=1) for run in runtimes.values()]
         if hog:
             hog.terminate()
         print(f"{duty:<14.0%}" + "".join(f"{r:>22.1f}{ms:>12.1f}" for r, ms in figures), flush=True)

@@ -31,15 +31,14 @@ from .inference import Backend, Classifier, Precision, choose
 from .openvino_ir import Runtime, compile_ir
 from .registry import export_ir
 from .spec import ModelSpec
+from .store import device_type
 
 log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA when a GPU is visible, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    """A torch device for a device name; `auto` is what store.device_type picks (CUDA when a GPU is visible)."""
+    device = torch.device(device_type(name) if name == "auto" else name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} requested but CUDA is not available")
     return device
