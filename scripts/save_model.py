@@ -18,6 +18,7 @@ gets it added.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import logging
 import sys
@@ -71,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.calibration_images is not None:
             paths, _ = labelled_images(args.calibration_images, ModelSpec().classes, limit_per_class=CALIBRATION_PER_CLASS)
             calibration = preprocess_batch([decode_image(p, max_pixels=MAX_PIXELS) for p in paths], ModelSpec())
-        model = register(checkpoint, name=args.name, labels=dict(args.label), measured=measured,
-                         calibration=calibration, calibrated_on=str(args.calibration_images))  # fmt: skip
+        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout is the tag, then the facts
+            model = register(checkpoint, name=args.name, labels=dict(args.label), measured=measured,
+                             calibration=calibration, calibrated_on=str(args.calibration_images))  # fmt: skip
     except (ValueError, BentoMLException) as e:  # CheckpointError, RegistrationError, bad tag, label or folder
         print(f"save_model: error: {e}", file=sys.stderr)
         return 1
