@@ -3,18 +3,22 @@
     python scripts/evaluate.py --images /tmp/test --model pyramidnet-cifar10:latest --out-dir reports
     python scripts/evaluate.py --images /tmp/test --checkpoint best_pyramidnet_model.pth
     python scripts/evaluate.py --images /tmp/test --model pyramidnet-cifar10:latest --url http://127.0.0.1:3000
+    python scripts/evaluate.py --images /tmp/test --url http://127.0.0.1:3000 --out-dir docs/model-card --card README.md
 
 The folder holds <class>/*.jpg (the class is the folder name, CIFAR-10 names). Offline, the images
 go through the same decode and preprocessing as the service. Reports top-1 and per-class accuracy
 and the expected calibration error; writes confusion.png, reliability.png and report.json. With
 --url the same images are classified over HTTP with the generated client and both accuracies,
-their agreement and the largest probability difference are reported.
+their agreement and the largest probability difference are reported. --card FILE rewrites FILE's
+model card (the lines between CARD_BEGIN and CARD_END) from this evaluation and the weights' facts.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -32,6 +36,14 @@ from model_store.evaluation import labelled_images, probabilities  # noqa: E402
 from model_store.registry import build_network  # noqa: E402
 
 ECE_BINS = 15
+CARD_BEGIN = "<!-- model card: written by scripts/evaluate.py --card; edit there, not here -->"
+CARD_END = "<!-- end of model card -->"
+FACTS = [  # (row, metadata key): what scripts/ship_weights.py recorded about the weights
+    ("weights", "source"), ("sha256", "source_sha256"), ("epochs", "epochs"), ("training command", "training_command"),
+    ("training wall time (h)", "train_wall_time_h"), ("training images/s", "train_images_per_s"),
+    ("hardware", "hardware"), ("data", "data"), ("hold-out top-1 (%)", "holdout_top1"),
+    ("top-1 on the 1,017 exact test images (%)", "test_top1_exact"),
+]  # fmt: skip
 
 
 def classifier_from_checkpoint(path: Path, device: str) -> Classifier:
@@ -103,6 +115,56 @@ def plot_reliability(bins: list[dict], ece: float, path: Path) -> None:
     plt.close(fig)
 
 
+def card(report: dict, metadata: dict, classes: tuple[str, ...], figures: Path, home: Path) -> str:
+    """The model card in Markdown: the weights' facts, top-1 overall and per class, calibration,
+    offline against served, and the limits the evaluation shows. Figures are linked from `home`."""
+    matrix = np.array(report["confusion"])
+    rows = [f"| {name} | {str(metadata[key]).replace('|', '/')} |" for name, key in FACTS if key in metadata]
+    folder = Path(report["folder"]).name
+    lines = [f"Model `{report['model']}`, evaluated on {report['images']:,} labelled images (`{folder}/<class>/`) "
+             f"on {datetime.date.today()}.", "",
+             "| | |", "|---|---|", *rows,
+             f"| top-1, offline (%) | **{report['top1']:.2f}** |",
+             f"| expected calibration error (%) | {report['ece'] * 100:.2f} ({ECE_BINS} bins) |"]  # fmt: skip
+    if service := report.get("service"):
+        lines += [f"| top-1, served (%) | **{service['top1']:.2f}** (`/classify_batch`, generated client) |",
+                  f"| served vs offline | top-1 agreement {service['top1_agreement']:.2f} %, largest probability "
+                  f"difference {service['max_abs_probability_difference']:.2g} |"]  # fmt: skip
+    lines += ["", "| class | top-1 (%) | most often taken for |", "|---|---|---|"]
+    for i, name in enumerate(classes):
+        errors = matrix[i].copy()
+        errors[i] = 0
+        worst = int(errors.argmax())
+        taken_for = f"{classes[worst]} ({errors[worst]} of {matrix[i].sum()})" if errors[worst] else "-"
+        lines.append(f"| {name} | {report['per_class'][name]:.2f} | {taken_for} |")
+    link = Path(os.path.relpath(figures, home))
+    lines += ["", f"![confusion matrix]({link / 'confusion.png'})",
+              f"![reliability diagram]({link / 'reliability.png'})", ""]  # fmt: skip
+    confusions = matrix + matrix.T
+    np.fill_diagonal(confusions, 0)
+    a, b = np.unravel_index(confusions.argmax(), confusions.shape)
+    weakest = min(report["per_class"], key=report["per_class"].get)
+    lines += ["Known limits:", "",
+              f"- The weakest class is {weakest} ({report['per_class'][weakest]:.2f} %); the pair most often "
+              f"confused is {classes[a]} and {classes[b]} ({confusions[a, b]} of {report['images']:,} images).",
+              "- It knows only the ten CIFAR-10 classes: any other picture is given one of them, often with high "
+              "confidence. There is no 'none of these' answer.",
+              "- It was trained and measured on 32x32 images. Larger images are resized to 32x32 first; accuracy on "
+              "them, and on photographs unlike CIFAR-10's, was not measured.",
+              "- The CIFAR-10 test JPEGs are lossy copies of the originals (mean absolute pixel error about 5.8/255); "
+              "a figure on pixel-exact images, where the weights record one, is in the table above."]  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_card(path: Path, text: str) -> None:
+    """Replace what lies between CARD_BEGIN and CARD_END in `path`, atomically."""
+    before, rest = path.read_text().split(CARD_BEGIN, 1)
+    after = rest.split(CARD_END, 1)[1]
+    scratch = path.with_name(path.name + ".tmp")
+    scratch.write_text(f"{before}{CARD_BEGIN}\n{text}\n{CARD_END}{after}")
+    scratch.replace(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, required=True, help="folder of <class>/*.jpg")
@@ -113,7 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=Path("reports"))
     parser.add_argument("--limit-per-class", type=int)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--card", type=Path, metavar="FILE", help="rewrite FILE's model card from this evaluation")
     args = parser.parse_args(argv)
+    if args.card and not all(marker in args.card.read_text() for marker in (CARD_BEGIN, CARD_END)):
+        parser.error(f"{args.card} has no model card markers: {CARD_BEGIN} ... {CARD_END}")
 
     model = (classifier_from_checkpoint(args.checkpoint, args.device) if args.checkpoint
              else load_classifier(args.model, args.device))  # fmt: skip
@@ -158,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"service   top-1 {s['top1']:.2f} %, agreement {s['top1_agreement']:.2f} %, "
               f"max |delta p| {s['max_abs_probability_difference']:.3g}")  # fmt: skip
     print(f"wrote     {args.out_dir}/confusion.png, reliability.png, report.json", file=sys.stderr)
+    if args.card:
+        write_card(args.card, card(report, model.metadata, classes, args.out_dir, args.card.parent))
+        print(f"wrote     the model card in {args.card}", file=sys.stderr)
     return 0
 
 

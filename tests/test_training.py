@@ -14,13 +14,14 @@ import torch
 
 from model_store import CIFAR10_CLASSES, ModelSpec
 from model_store.checkpoint import read_checkpoint
-from model_store.registry import embedded_default
+from model_store.registry import embedded_default, register
 
 from .conftest import CIFAR10
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 import train  # noqa: E402
+from evaluate import CARD_BEGIN, CARD_END  # noqa: E402
 
 
 def script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -150,18 +151,23 @@ def test_train_register_and_evaluate(data, tmp_path, server):
     assert 0 <= float(facts["test_top1_exact"]) <= 100
     assert facts["epochs"] == "2" and facts["training_command"] == summary["command"]
     assert facts["data"] == "CIFAR-10 training JPEGs: 20 images (1 per class held out), 40 seen over 2 epochs"
-    registered = script("save_model.py", "--checkpoint", str(run / "model.pth"), "--name", "trained-on-cpu")
-    assert registered.returncode == 0, registered.stderr
-    tag = registered.stdout.splitlines()[0]
+    shipped_model = register(embedded_default(shipped=tmp_path / "w.safetensors"), name="trained-on-cpu")
 
-    reports = tmp_path / "reports"
-    evaluated = script("evaluate.py", "--images", str(data / "test"), "--model", tag, "--limit-per-class", "4",
-                       "--out-dir", str(reports))  # fmt: skip
+    reports, readme = tmp_path / "docs" / "model-card", tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nabove\n{CARD_BEGIN}\nan old card\n{CARD_END}\nbelow\n")
+    evaluated = script("evaluate.py", "--images", str(data / "test"), "--model", str(shipped_model.tag),
+                       "--limit-per-class", "4", "--out-dir", str(reports), "--card", str(readme))  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     report = json.loads((reports / "report.json").read_text())
     assert report["images"] == 40 and set(report["per_class"]) == set(CIFAR10_CLASSES)
     assert np.array(report["confusion"]).sum() == 40
     assert (reports / "confusion.png").stat().st_size > 10_000 and (reports / "reliability.png").stat().st_size > 10_000
+    page = readme.read_text()
+    assert page.startswith("# Title\n\nabove\n") and page.endswith(f"{CARD_END}\nbelow\n") and "old card" not in page
+    assert f"| top-1, offline (%) | **{report['top1']:.2f}** |" in page
+    assert f"| training command | {summary['command']} |" in page and "| epochs | 2 |" in page
+    assert all(f"| {c} | {report['per_class'][c]:.2f} |" in page for c in CIFAR10_CLASSES)
+    assert "](docs/model-card/confusion.png)" in page and "](docs/model-card/reliability.png)" in page
 
 
 def test_evaluate_offline_and_through_the_service_agree(server, default_model, data, tmp_path):
