@@ -265,7 +265,7 @@ for middleware, options in [
     (ApiKeys, {"keys": settings.keys()}),
     (Forms, {"fields": FORM_FIELDS, "max_request_bytes": settings.max_request_bytes,
              "max_file_bytes": settings.max_file_bytes}),
-    (Admission, {"routes": IMAGE_ROUTES, "budget_s": settings.max_wait_s,
+    (Admission, {"routes": IMAGE_ROUTES, "budget_s": settings.max_wait_s, "batch_images": settings.max_batch_size,
                  "ledger": partial(Ledger.for_server, API_WORKERS, lambda: (server_context.worker_index or 1) - 1)}),
     (Deadline, {"routes": IMAGE_ROUTES, "timeout_s": settings.timeout_s}),
 ]:  # fmt: skip
