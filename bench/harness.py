@@ -96,10 +96,13 @@ def cpu_seconds(root: int) -> dict[str, float]:
 
 
 @contextmanager
-def serving(cmd: list[str], port: int, env: dict[str, str], log: Path):
-    """Start a server, wait for /readyz, yield (URL, process group), stop it and its workers afterwards."""
+def serving(cmd: list[str], port: int, env: dict[str, str], log: Path, checkout: Path = REPO):
+    """Start a server from `checkout` (this one, or e.g. a git worktree of an earlier commit, whose
+    own code it then imports), wait for /readyz, yield (URL, process group), stop it and its workers."""
+    if checkout != REPO:
+        env = {**env, "PYTHONPATH": f"{checkout / 'src'}:{checkout}"}
     with log.open("wb") as out:
-        process = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(cmd, cwd=checkout, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

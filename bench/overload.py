@@ -2,6 +2,7 @@
 
     python -m bench.overload                         # about 3 minutes on 2 cores
     python -m bench.overload --storm-clients 256 --storm-seconds 30 --out docs/performance/overload.json
+    git worktree add ../before 68d06d2 && python -m bench.overload --checkout ../before   # an earlier service
 
 On a fresh `bentoml serve` of the model with its default settings:
 1. burst: 64 concurrent /classify requests on the idle server, once;
@@ -27,7 +28,7 @@ import httpx
 from model_store import DEFAULT_MODEL_NAME
 
 from . import offline
-from .harness import command, cpu_seconds, free_port, serving
+from .harness import REPO, command, cpu_seconds, free_port, serving
 from .hey import DEFAULT_DATA, HEADER, load_images, multipart, row, run_level, summarise
 from .hey import hey as run_hey
 
@@ -48,16 +49,18 @@ def main() -> None:
     parser.add_argument("--storm-seconds", type=float, default=30.0)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"], help="served and offline")
+    parser.add_argument("--checkout", type=Path, default=REPO,
+                        help="serve this checkout's service instead (the peers and the offline figure stay ours)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     images = load_images(args.data)
     env = {"PYRAMIDNET_MODEL": args.model, "PYRAMIDNET_PRECISION": args.precision}
     logs = Path(tempfile.mkdtemp(prefix="bench-overload-"))
-    record: dict = {"model": args.model, "precision": args.precision}
+    record: dict = {"model": args.model, "precision": args.precision, "checkout": str(args.checkout.resolve())}
 
     port = free_port()
     started = time.monotonic()
-    with serving(command("service", port), port, env, logs / "service.log") as (url, group):
+    with serving(command("service", port), port, env, logs / "service.log", args.checkout.resolve()) as (url, group):
         record["ready_s"] = round(time.monotonic() - started, 1)
         print(f"ready {record['ready_s']} s after `bentoml serve`")
         body = logs / "one.multipart"
