@@ -3,9 +3,9 @@
 A request is admitted while the wait it can expect fits a budget: the time since it arrived at the
 edge (under load a request can queue in the worker before it gets here), plus the images in flight
 on every worker and its own times the seconds per image measured on recent answers. One is always
-admitted when nothing is in flight. Beyond the budget it is shed with 503 OVERLOADED and Retry-After, but
-not at once: a retry helps only once the requests shed before it have had their turn, so the
-answer is held that long (the shed requests being held on every worker, plus this one, times the
+admitted when nothing is in flight. Beyond the budget it is shed with 503 OVERLOADED and
+Retry-After, but not at once: a retry helps only once the requests shed before it have had their
+turn, so the answer is held that long (the shed requests being held on every worker, plus this one, times the
 seconds per image; at least the excess wait, at most `max_hold_s`). Clients that retry at once
 (most do) then wait instead of spinning, and the 503s do not take the CPU the model needs.
 """
@@ -28,8 +28,8 @@ from .asgi import ASGIApp, Message, Receive, Scope, Send, facts
 
 _SLOT = struct.Struct("<ddd")  # images in flight, shed requests held, seconds per image (estimate)
 # How far one answer moves the estimate when its queue held a full batch or more. Slow enough that a
-# lucky answer does not open the door to a crowd (at 0.2 a retry storm's accepted p99 was 3.5 s with
-# a 2 s budget; at 0.05, 2.8 s).
+# lucky answer does not open the door to a crowd: at 0.2 a retry storm's accepted p99 was 3.5 s with
+# the 2 s budget, at 0.05 2.7 s (fp32, docs/performance.md).
 _SMOOTHING = 0.05
 
 
