@@ -5,9 +5,10 @@ edge (under load a request can queue in the worker before it gets here), plus th
 on every worker and its own times the seconds per image measured on recent answers. One is always
 admitted when nothing is in flight. Beyond the budget it is shed with 503 OVERLOADED and
 Retry-After, but not at once: a retry helps only once the requests shed before it have had their
-turn, so the answer is held that long (the shed requests being held on every worker, plus this one, times the
-seconds per image; at least the excess wait, at most `max_hold_s`). Clients that retry at once
-(most do) then wait instead of spinning, and the 503s do not take the CPU the model needs.
+turn, so the answer is held that long (the shed requests being held on every worker, plus this
+one, times the seconds per image; at least the excess wait, at most `max_hold_s`). Clients that
+retry at once (most do) then wait instead of spinning, and the 503s do not take the CPU the model
+needs.
 """
 
 from __future__ import annotations
