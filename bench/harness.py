@@ -110,7 +110,7 @@ def serving(cmd: list[str], port: int, env: dict[str, str], log: Path, checkout:
         while not _ready(url):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{cmd[2]} did not become ready; see {log}")
-            time.sleep(0.5)
+            time.sleep(0.1)  # ready times are reported to a tenth of a second
         yield url, process.pid
     finally:
         os.killpg(process.pid, 15)
