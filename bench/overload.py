@@ -53,14 +53,15 @@ def main() -> None:
                         help="serve this checkout's service instead (the peers and the offline figure stay ours)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    checkout = args.checkout.resolve()
     images = load_images(args.data)
     env = {"PYRAMIDNET_MODEL": args.model, "PYRAMIDNET_PRECISION": args.precision}
     logs = Path(tempfile.mkdtemp(prefix="bench-overload-"))
-    record: dict = {"model": args.model, "precision": args.precision, "checkout": str(args.checkout.resolve())}
+    record: dict = {"model": args.model, "precision": args.precision, "checkout": str(checkout)}
 
     port = free_port()
     started = time.monotonic()
-    with serving(command("service", port), port, env, logs / "service.log", args.checkout.resolve()) as (url, group):
+    with serving(command("service", port), port, env, logs / "service.log", checkout) as (url, group):
         record["ready_s"] = round(time.monotonic() - started, 1)
         print(f"ready {record['ready_s']} s after `bentoml serve`")
         body = logs / "one.multipart"
