@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 
 from model_store import DEFAULT_MODEL_NAME
+from model_store.inference import choose
 
 from . import offline
 from .harness import REPO, command, cpu_seconds, free_port, serving
@@ -48,16 +49,18 @@ def main() -> None:
     parser.add_argument("--storm-clients", type=int, default=256)
     parser.add_argument("--storm-seconds", type=float, default=30.0)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"], help="served and offline")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"],
+                        help="served and offline; auto: the service's default on this CPU")
     parser.add_argument("--checkout", type=Path, default=REPO,
                         help="serve this checkout's service instead (the peers and the offline figure stay ours)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     checkout = args.checkout.resolve()
+    precision = choose("cpu", "openvino", args.precision)[1]  # spelled out, so an older --checkout runs it too
     images = load_images(args.data)
-    env = {"PYRAMIDNET_MODEL": args.model, "PYRAMIDNET_PRECISION": args.precision}
+    env = {"PYRAMIDNET_MODEL": args.model, "PYRAMIDNET_PRECISION": precision}
     logs = Path(tempfile.mkdtemp(prefix="bench-overload-"))
-    record: dict = {"model": args.model, "precision": args.precision, "checkout": str(checkout)}
+    record: dict = {"model": args.model, "precision": precision, "checkout": str(checkout)}
 
     port = free_port()
     started = time.monotonic()
@@ -94,7 +97,7 @@ def main() -> None:
             record[name] = run_level(url, images, 32, duration=args.seconds)
             print(row(record[name]) + f"  ({name.replace('_', ' ')})", flush=True)
 
-    record["offline_batch_16"] = offline.measure(args.model, "auto", [16], precision=args.precision)[16]
+    record["offline_batch_16"] = offline.measure(args.model, "auto", [16], precision=precision)[16]
     capacity = record["capacity"]["images_per_s"]
     record["ratios"] = {
         "storm_goodput_over_capacity": round(record["storm"]["images_per_s"] / capacity, 3),
@@ -102,7 +105,7 @@ def main() -> None:
         "capacity_over_litserve": round(capacity / record["litserve"]["images_per_s"], 2),
         "served_over_offline": round(capacity / record["offline_batch_16"], 3),
     }
-    print(f"offline ({args.precision}), batch 16: {record['offline_batch_16']:.1f} img/s")
+    print(f"offline ({precision}), batch 16: {record['offline_batch_16']:.1f} img/s")
     print(json.dumps(record["ratios"]))
     if args.out:
         args.out.write_text(json.dumps(record, indent=2) + "\n")

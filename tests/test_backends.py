@@ -9,6 +9,7 @@ import torch
 from model_store import Classifier, load_classifier, preprocess_batch
 from model_store.imaging import normalize
 from model_store.inference import BACKENDS, choose
+from model_store.openvino_ir import native_bf16
 
 TOLERANCE = 1e-5
 
@@ -26,7 +27,7 @@ def eager_probabilities(default_model, exact_batch: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "eager"])
 def test_backend_matches_eager_on_the_exact_test_images(default_model, backend, exact_batch, eager_probabilities):
-    classifier = load_classifier(default_model, "cpu", backend=backend)
+    classifier = load_classifier(default_model, "cpu", backend=backend, precision="fp32")
     # Uneven batch sizes, as the batcher forms them: 1, then 7, then the rest in 128s.
     cuts = [1, 8, *range(136, len(exact_batch), 128)]
     probabilities = np.concatenate([classifier.predict_proba(part) for part in np.split(exact_batch, cuts)])
@@ -35,10 +36,11 @@ def test_backend_matches_eager_on_the_exact_test_images(default_model, backend, 
     assert (probabilities.argmax(1) == eager_probabilities.argmax(1)).all()
 
 
-def test_the_default_is_the_measured_fastest_and_cpu_stays_exact():
-    assert choose("cpu") == ("openvino", "fp32")
+def test_the_default_is_the_measured_fastest_and_each_override_is_checked():
+    assert choose("cpu") == ("openvino", "bf16" if native_bf16() else "fp32")
     assert choose("cuda") == ("fused", "fp16")
-    assert choose("cpu", "onnx") == ("onnx", "fp32")
+    assert choose("cpu", "onnx") == ("onnx", "fp32")  # bf16 on the CPU is OpenVINO's
+    assert choose("cpu", precision="fp32") == ("openvino", "fp32")
     assert choose("cpu", precision="int8") == ("openvino", "int8")
     assert choose("cuda", "compile", "bf16") == ("compile", "bf16")
     with pytest.raises(ValueError, match="fp16 runs only on CUDA"):
@@ -53,9 +55,24 @@ def test_the_default_is_the_measured_fastest_and_cpu_stays_exact():
         choose("cpu", "tensorrt")
 
 
+def test_a_cpu_without_native_bf16_defaults_to_fp32_and_refuses_bf16(monkeypatch):
+    # What OpenVINO reports about the CPU is the input here: an older CPU reports no BF16.
+    monkeypatch.setattr("model_store.inference.native_bf16", lambda: False)
+    assert choose("cpu") == ("openvino", "fp32")
+    with pytest.raises(ValueError, match="bf16 needs a CPU that computes it natively"):
+        choose("cpu", precision="bf16")
+    assert choose("cuda", precision="bf16") == ("fused", "bf16")  # a GPU's bf16 is autocast, not this
+
+
+def test_native_bf16_is_what_openvino_reports():
+    import openvino
+
+    assert native_bf16() == ("BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
 def test_offline_reference_runs_the_default_backend(offline: Classifier):
     # The served runner and the offline reference load the same way, so parity tests compare like with like.
-    assert (offline.backend, offline.precision) == ("openvino", "fp32")
+    assert (offline.backend, offline.precision) == ("openvino", "bf16" if native_bf16() else "fp32")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")

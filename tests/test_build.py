@@ -105,7 +105,7 @@ def test_cpu_bento_serves_the_ir_from_an_environment_without_torch(default_model
 
     # Served from that environment: the fp32 probabilities of the torch reference, to 1e-4.
     server = start_server(str(default_model.tag), tmp_path / "serve.log", python=str(venv / "bin" / "python"),
-                          target=tag, cwd=tmp_path)  # fmt: skip
+                          target=tag, cwd=tmp_path, precision="fp32")  # fmt: skip
     try:
         answers = []
         for part in (sample_jpegs[:40], sample_jpegs[40:]):

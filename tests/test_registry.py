@@ -42,7 +42,7 @@ def test_round_trip_gives_identical_outputs(tmp_path, exact_images):
 
     model = register(read_checkpoint(path), name="roundtrip", labels={"team": "vision"})
     weights = load_classifier(str(model.tag), device="cpu", backend="eager")
-    served = load_classifier(str(model.tag), device="cpu")  # the OpenVINO IR stored at registration
+    served = load_classifier(str(model.tag), device="cpu", precision="fp32")  # the OpenVINO IR stored at registration
 
     batch = preprocess_batch([Image.fromarray(i) for i in exact_images[0][:16]], served.spec)
     with torch.no_grad():
@@ -62,12 +62,12 @@ def test_a_model_stored_without_its_ir_is_converted_once_on_first_load(tmp_path,
     shutil.rmtree(Path(model.path) / "openvino")  # as a model registered before the IR was stored
 
     with caplog.at_level("WARNING", logger="model_store.store"):
-        first = load_classifier(model, device="cpu")
+        first = load_classifier(model, device="cpu", precision="fp32")
     assert "registered without an OpenVINO IR" in caplog.text
     assert {p.name for p in (Path(model.path) / "openvino").iterdir()} == {"model.xml", "model.bin"}
     caplog.clear()
     with caplog.at_level("WARNING", logger="model_store.store"):
-        again = load_classifier(model, device="cpu")
+        again = load_classifier(model, device="cpu", precision="fp32")
     assert caplog.text == ""  # kept: converted once
 
     batch = preprocess_batch([Image.fromarray(i) for i in exact_images[0][:8]], first.spec)

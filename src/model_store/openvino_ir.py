@@ -15,6 +15,7 @@ busy (`python -m bench.streams`): 102.6 img/s split, 83.9 img/s on the latency b
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -44,6 +45,13 @@ def ir_path(model_dir: Path, precision: str) -> Path:
 def cpu_threads() -> int:
     """The cores this process may use (a container's CPU set, not the host's count)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@functools.cache
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512_BF16 or AMX), as OpenVINO reports it. Without,
+    OpenVINO would emulate bf16 slowly or fall back to f32 under the bf16 name."""
+    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def compile_ir(xml: Path, precision: str = "fp32", threads: int | None = None) -> Runtime:

@@ -24,7 +24,8 @@ class Settings(BaseSettings):
         "auto", description="how the network runs; auto: OpenVINO on the CPU, fused torch on CUDA (inference.choose)"
     )
     precision: Literal["auto"] | Precision = Field(
-        "auto", description="auto: fp32 on the CPU, fp16 autocast on CUDA; bf16 and int8 run through OpenVINO"
+        "auto", description="auto: bf16 on a CPU with native bf16, else fp32; fp16 autocast on CUDA. bf16 and int8 run "
+        "through OpenVINO on the CPU"
     )
     api_workers: Annotated[int, Field(ge=1)] | Literal["cpu_count"] = Field(
         "cpu_count", description="API worker processes; cpu_count lets BentoML use one per core"
