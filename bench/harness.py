@@ -4,7 +4,8 @@
     python -m bench.harness --skip-backends compile      # leave out the two-minute compile
     python -m bench.harness --out /tmp/perf --duration 5
 
-1. offline: `Classifier.predict_proba` images/s per backend and batch size (bench/offline.py);
+1. offline: `Classifier.predict_proba` images/s per backend at fp32 and batch size, and of the
+   served backend at its precision when that is not fp32 (bench/offline.py);
 2. the baseline (bench/baseline_app.py: FastAPI + uvicorn, eager forward in the event loop, one
    request at a time) and then the service (`bentoml serve`, shipped settings) under the same
    closed-loop load (`hey`, bench/hey.py) at each concurrency, on `/classify` (one image a request)
@@ -196,10 +197,16 @@ def _version(name: str) -> str | None:
         return None
 
 
+def offline_name(backend: str, precision: str) -> str:
+    """The offline table's row name: the backend, and its precision unless fp32."""
+    return backend if precision == "fp32" else f"{backend} {precision}"
+
+
 def summarise(record: dict) -> dict:
-    """The headline ratios: service over baseline, and served over offline (default backend) at the batch size formed."""
+    """The headline ratios: service over baseline, and served over offline (the served backend and
+    precision) at the batch size formed."""
     served = {(r["design"], r["endpoint"], r["concurrency"]): r for r in record["served"]}
-    best_offline = record["offline"][record["backend"]["backend"]]
+    best_offline = record["offline"][record["offline_reference"]]
     sizes = sorted(int(n) for n in best_offline)
 
     def offline_at(batch: float) -> float:  # interpolated between the batch sizes measured
@@ -273,9 +280,9 @@ def plot(record: dict, path: Path) -> None:
             label = f"{'BentoML service' if design == 'bentoml' else 'seed design'} {endpoint}"
             left.plot(c, [r["images_per_s"] for r in rows], style, label=label)
             right.plot(c, [r["p99_ms"] for r in rows], style, label=label)
-    backend = record["backend"]["backend"]
-    left.axhline(max(record["offline"][backend].values()), color="grey", lw=0.8, ls=":")
-    left.text(record["load"]["concurrency"][0], max(record["offline"][backend].values()), f" offline best ({backend})",
+    reference = record["offline_reference"]
+    left.axhline(max(record["offline"][reference].values()), color="grey", lw=0.8, ls=":")
+    left.text(record["load"]["concurrency"][0], max(record["offline"][reference].values()), f" offline best ({reference})",
               va="bottom", fontsize=8, color="grey")  # fmt: skip
     left.set(xscale="log", xlabel="concurrent clients", ylabel="images / s", title="Throughput")
     right.set(xscale="log", yscale="log", xlabel="concurrent clients", ylabel="p99 latency (ms)", title="p99 latency")
@@ -306,10 +313,14 @@ def main() -> None:
     print("\noffline images/s per batch size")
     record["offline"] = {}
     device = device_type(settings.device)
-    for backend in (b for b in BACKENDS if b not in args.skip_backends and runs_on(device, b)):
-        figures = offline.measure(args.model, backend, offline.BATCH_SIZES)
-        record["offline"][backend] = {str(n): v for n, v in figures.items()}
-        print(f"{backend:<10}" + "".join(f"{n:>6}: {v:>6.1f}" for n, v in figures.items()), flush=True)
+    runs = [(b, "fp32") for b in BACKENDS if b not in args.skip_backends and runs_on(device, b)]
+    served = record["backend"]["backend"], record["backend"]["precision"]  # what served / offline divides by
+    record["offline_reference"] = offline_name(*served)
+    for backend, precision in runs + ([served] if served not in runs else []):
+        figures = offline.measure(args.model, backend, offline.BATCH_SIZES, precision=precision)
+        record["offline"][offline_name(backend, precision)] = {str(n): v for n, v in figures.items()}
+        print(f"{offline_name(backend, precision):<14}" + "".join(f"{n:>6}: {v:>6.1f}" for n, v in figures.items()),
+              flush=True)  # fmt: skip
 
     images = load_images(args.data)
     env = {"PYRAMIDNET_MODEL": record["model"]}
