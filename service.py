@@ -61,6 +61,12 @@ log = logging.getLogger("pyramidnet")
 API_WORKERS = (os.cpu_count() or 1) if settings.api_workers == "cpu_count" else settings.api_workers
 # BentoML's own traffic timeout answers outside the error contract: the edge's Deadline answers first.
 FRAMEWORK_TIMEOUT_S = settings.timeout_s + 30
+# Images per forward pass. BentoML's bentoml_service_adaptive_batch_size counts the calls it
+# joined, and one call from an API worker carries every request that arrived meanwhile (coalesce.py).
+BATCH_IMAGES = bentoml.metrics.Histogram(
+    name="pyramidnet_batch_images", documentation="images in each forward pass of the model",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)  # fmt: skip
 # The runner's SIGTERM waits for the calls the API workers still send it (see shutdown.py).
 drain = DrainBeforeExit(max_s=settings.timeout_s)
 
@@ -135,6 +141,7 @@ class PyramidNetRunner:
     )
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, 3, 32, 32) normalised images -> float32 (N, 10) probabilities."""
+        BATCH_IMAGES.observe(len(batch))
         return self._model().predict_proba(batch)
 
     @bentoml.api

@@ -50,7 +50,7 @@ from .hey import DEFAULT_DATA, HEADER, load_images, row, run_level
 
 REPO = Path(__file__).resolve().parents[1]
 ENDPOINTS = ("/classify", "/classify_batch")
-BATCH_METRIC = r'bentoml_service_adaptive_batch_size_(sum|count)\{method_name="predict"[^}]*\} (\S+)'
+BATCH_METRIC = r"pyramidnet_batch_images_(sum|count)(?:\{[^}]*\})? (\S+)"
 
 
 # How each design is started (`python -m ...`), all on the model in PYRAMIDNET_MODEL: the service,
@@ -149,9 +149,9 @@ def load_endpoint(
         # Cores busy per role over the level (warm-up included): 2.0 is the whole 2-core machine.
         r["cores_busy"] = {k: round((v - cpu_before.get(k, 0.0)) / elapsed, 2) for k, v in cpu_after.items()}
         r["design"], r["mean_batch_size"] = design, None
-        if before is not None:  # the metric counts requests per batch; each request here is <= one batch
-            jobs, batches = (a - b for a, b in zip(batch_counters(url), before))
-            r["mean_batch_size"] = jobs * per_request / batches if batches else None
+        if before is not None:
+            batched, passes = (a - b for a, b in zip(batch_counters(url), before))
+            r["mean_batch_size"] = batched / passes if passes else None
         rows.append(r)
         batch = f"  batch {r['mean_batch_size']:.1f}" if r["mean_batch_size"] else ""
         print(f"{design:<9}" + row(r) + batch + f"  cores {r['cores_busy']}", flush=True)

@@ -33,8 +33,8 @@ def served_probabilities(results: list[dict]) -> np.ndarray:
 
 
 def batch_histogram(server: Server) -> dict[float, float]:
-    """Cumulative counts of the runner's adaptive batch sizes, from /metrics: {le: count}."""
-    pattern = r'bentoml_service_adaptive_batch_size_bucket\{le="([^"]+)",method_name="predict"[^}]*\} (\S+)'
+    """Cumulative counts of the images in the runner's forward passes, from /metrics: {le: count}."""
+    pattern = r'pyramidnet_batch_images_bucket\{le="([^"]+)"[^}]*\} (\S+)'
     return {float(le): float(n) for le, n in re.findall(pattern, server.metrics())}
 
 
@@ -104,7 +104,7 @@ def test_concurrent_classify_is_batched_and_exact(server, offline, sample_jpegs)
     assert np.abs(served_probabilities(results) - offline_probabilities(offline, paths)).max() < PARITY
     total = after[float("inf")] - before.get(float("inf"), 0)
     single = after[1.0] - before.get(1.0, 0)
-    assert total > 0 and single < total, f"no batch larger than one among {total:.0f} runner calls"
+    assert total > 0 and single < total, f"no forward pass of more than one image among {total:.0f}"
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])

@@ -3,12 +3,13 @@ them (outermost first): RequestId, AccessLog, ApiDocs, ErrorContract, SecurityHe
 Forms, Admission, Deadline."""
 
 from .access_log import AccessLog
-from .admission import Admission, Ledger
+from .admission import Admission
 from .auth import ApiKeys
 from .contract import ErrorContract
 from .deadline import Deadline
 from .docs import ApiDocs
 from .forms import Forms, Upload, UploadedForm, form_fields
+from .ledger import Ledger
 from .request_id import RequestId
 from .security import SecurityHeaders
 
