@@ -10,7 +10,9 @@ go through the same decode and preprocessing as the service. Reports top-1 and p
 and the expected calibration error; writes confusion.png, reliability.png and report.json. With
 --url the same images are classified over HTTP with the generated client and both accuracies,
 their agreement and the largest probability difference are reported. --card FILE rewrites FILE's
-model card (the lines between CARD_BEGIN and CARD_END) from this evaluation and the weights' facts.
+model card (the lines between CARD_BEGIN and CARD_END) from this evaluation and the weights' facts;
+--precisions adds the table `python -m bench.precisions --out FILE` wrote (each CPU precision's
+top-1, agreement with fp32, offline and served speed) to it.
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ def card(report: dict, metadata: dict, classes: tuple[str, ...], figures: Path, 
     lines = [f"Model `{report['model']}`, evaluated on {report['images']:,} labelled images (`{folder}/<class>/`) "
              f"on {datetime.date.today()}.", "",
              "| | |", "|---|---|", *rows,
-             f"| top-1, offline (%) | **{report['top1']:.2f}** |",
+             f"| top-1, offline (%) | **{report['top1']:.2f}** ({report['runs_as']}) |",
              f"| expected calibration error (%) | {report['ece'] * 100:.2f} ({ECE_BINS} bins) |"]  # fmt: skip
     if service := report.get("service"):
         lines += [f"| top-1, served (%) | **{service['top1']:.2f}** (`/classify_batch`, generated client) |",
@@ -137,6 +139,8 @@ def card(report: dict, metadata: dict, classes: tuple[str, ...], figures: Path, 
         worst = int(errors.argmax())
         taken_for = f"{classes[worst]} ({errors[worst]} of {matrix[i].sum()})" if errors[worst] else "-"
         lines.append(f"| {name} | {report['per_class'][name]:.2f} | {taken_for} |")
+    if record := report.get("precisions"):
+        lines += precision_table(record)
     link = Path(os.path.relpath(figures, home))
     lines += ["", f"![confusion matrix]({link / 'confusion.png'})",
               f"![reliability diagram]({link / 'reliability.png'})", ""]  # fmt: skip
@@ -154,6 +158,19 @@ def card(report: dict, metadata: dict, classes: tuple[str, ...], figures: Path, 
               "- The CIFAR-10 test JPEGs are lossy copies of the originals (mean absolute pixel error about 5.8/255); "
               "a figure on pixel-exact images, where the weights record one, is in the table above."]  # fmt: skip
     return "\n".join(lines)
+
+
+def precision_table(record: dict) -> list[str]:
+    """bench.precisions' record as the card's table of CPU precisions."""
+    lines = ["", f"On the CPU (OpenVINO; `python -m bench.precisions`, {record['precisions']['fp32']['images']:,} test "
+             f"JPEGs, 32 clients on `/classify`, 2 cores), the default is the fastest served precision within 0.1 pp "
+             f"of fp32's top-1: **{record['default_by_rule']}**.", "",
+             "| precision | top-1 (%) | agreement with fp32 (%) | largest probability difference | offline img/s | "
+             "served img/s | served p99 ms |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, r in record["precisions"].items():
+        lines.append(f"| {name} | {r['top1']:.2f} | {r['agreement_with_fp32']:.2f} | {r['max_abs_dp_vs_fp32']:.2g} | "
+                     f"{r['offline_images_per_s']:.0f} | {r['served_images_per_s']:.0f} | {r['served_p99_ms']:.0f} |")  # fmt: skip
+    return lines
 
 
 def write_card(path: Path, text: str) -> None:
@@ -175,13 +192,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=Path("reports"))
     parser.add_argument("--limit-per-class", type=int)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", help="as PYRAMIDNET_PRECISION; match the service's with --url")
+    parser.add_argument("--precisions", type=Path, metavar="JSON", help="bench.precisions' record, for the card")
     parser.add_argument("--card", type=Path, metavar="FILE", help="rewrite FILE's model card from this evaluation")
     args = parser.parse_args(argv)
     if args.card and not all(marker in args.card.read_text() for marker in (CARD_BEGIN, CARD_END)):
         parser.error(f"{args.card} has no model card markers: {CARD_BEGIN} ... {CARD_END}")
 
     model = (classifier_from_checkpoint(args.checkpoint, args.device) if args.checkpoint
-             else load_classifier(args.model, args.device))  # fmt: skip
+             else load_classifier(args.model, args.device, precision=args.precision))  # fmt: skip
     paths, labels = labelled_images(args.images, model.spec.classes, args.limit_per_class)
     offline = probabilities(model, paths)
     predicted = offline.argmax(1)
@@ -198,7 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         "ece": ece,
         "confusion": matrix.tolist(),
         "reliability": bins,
+        "runs_as": f"{model.backend} {model.precision} on {model.device}",
     }
+    if args.precisions:
+        report["precisions"] = json.loads(args.precisions.read_text())
     if args.url:
         served = served_probabilities(args.url, paths, classes)
         report["service"] = {

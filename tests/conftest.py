@@ -124,10 +124,12 @@ def free_port() -> int:
 
 
 def start_server(tag: str, log: Path, *, wait_ready: bool = True, python: str = sys.executable,
-                 target: str = "service:PyramidNetClassifier", cwd: Path = REPO, **settings: str) -> Server:  # fmt: skip
+                 target: str = "service:PyramidNetClassifier", cwd: Path = REPO, retried: bool = False,
+                 **settings: str) -> Server:  # fmt: skip
     """`bentoml serve target` on a free port with PYRAMIDNET_* settings, in a process group of its
     own (as a shell runs it); returns once /readyz answers 200, or at once with wait_ready=False.
-    `python` and `target` serve a built bento from another environment."""
+    `python` and `target` serve a built bento from another environment; a start that lost a port
+    race is retried once (`retried`)."""
     port = free_port()
     # Its own BENTOML_HOME sharing the test model store: `bentoml serve` wipes the Prometheus
     # directory under its home on start, which would blank the metrics of a server beside it.
@@ -151,7 +153,12 @@ def start_server(tag: str, log: Path, *, wait_ready: bool = True, python: str = 
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            text = log.read_text()
+            if "Address already in use" in text and not retried:
+                # BentoML picks its internal (circus, runner) ports free and binds them later; on
+                # a busy machine another process can take one in between. A new start picks anew.
+                return start_server(tag, log, python=python, target=target, cwd=cwd, retried=True, **settings)
+            raise RuntimeError(f"server exited with {process.returncode}:\n{text[-3000:]}")
         if server.is_ready():
             server.log_when_ready = log.read_text()
             return server

@@ -14,6 +14,7 @@ import torch
 
 from model_store import CIFAR10_CLASSES, ModelSpec
 from model_store.checkpoint import read_checkpoint
+from model_store.openvino_ir import native_bf16
 from model_store.registry import embedded_default, register
 
 from .conftest import CIFAR10
@@ -155,8 +156,14 @@ def test_train_register_and_evaluate(data, tmp_path, server):
 
     reports, readme = tmp_path / "docs" / "model-card", tmp_path / "README.md"
     readme.write_text(f"# Title\n\nabove\n{CARD_BEGIN}\nan old card\n{CARD_END}\nbelow\n")
+    # What `python -m bench.precisions --out` writes (two of its precisions; figures made up for the card's layout).
+    row = {"images": 10_000, "agreement_with_fp32": 100.0, "max_abs_dp_vs_fp32": 0.0, "offline_images_per_s": 160.2,
+           "served_images_per_s": 92.6, "served_p99_ms": 567.8}  # fmt: skip
+    record = {"precisions": {"fp32": {**row, "top1": 84.14}, "bf16": {**row, "top1": 84.21}}, "default_by_rule": "bf16"}
+    (tmp_path / "precisions.json").write_text(json.dumps(record))
     evaluated = script("evaluate.py", "--images", str(data / "test"), "--model", str(shipped_model.tag),
-                       "--limit-per-class", "4", "--out-dir", str(reports), "--card", str(readme))  # fmt: skip
+                       "--limit-per-class", "4", "--out-dir", str(reports), "--card", str(readme),
+                       "--precisions", str(tmp_path / "precisions.json"))  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     report = json.loads((reports / "report.json").read_text())
     assert report["images"] == 40 and set(report["per_class"]) == set(CIFAR10_CLASSES)
@@ -164,7 +171,10 @@ def test_train_register_and_evaluate(data, tmp_path, server):
     assert (reports / "confusion.png").stat().st_size > 10_000 and (reports / "reliability.png").stat().st_size > 10_000
     page = readme.read_text()
     assert page.startswith("# Title\n\nabove\n") and page.endswith(f"{CARD_END}\nbelow\n") and "old card" not in page
-    assert f"| top-1, offline (%) | **{report['top1']:.2f}** |" in page
+    assert f"| top-1, offline (%) | **{report['top1']:.2f}** ({report['runs_as']}) |" in page
+    assert report["runs_as"] == f"openvino {'bf16' if native_bf16() else 'fp32'} on cpu"
+    assert "the default is the fastest served precision within 0.1 pp of fp32's top-1: **bf16**" in page
+    assert "| bf16 | 84.21 | 100.00 | 0 | 160 | 93 | 568 |" in page
     assert f"| training command | {summary['command']} |" in page and "| epochs | 2 |" in page
     assert all(f"| {c} | {report['per_class'][c]:.2f} |" in page for c in CIFAR10_CLASSES)
     assert "](docs/model-card/confusion.png)" in page and "](docs/model-card/reliability.png)" in page
