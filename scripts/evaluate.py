@@ -41,8 +41,9 @@ ECE_BINS = 15
 CARD_BEGIN = "<!-- model card: written by scripts/evaluate.py --card; edit there, not here -->"
 CARD_END = "<!-- end of model card -->"
 FACTS = [  # (row, metadata key): what scripts/ship_weights.py recorded about the weights
-    ("weights", "source"), ("sha256", "source_sha256"), ("epochs", "epochs"), ("training command", "training_command"),
-    ("training wall time (h)", "train_wall_time_h"), ("training images/s", "train_images_per_s"),
+    ("weights", "source"), ("sha256", "source_sha256"), ("final weights or their EMA (by hold-out top-1)", "weights"),
+    ("epochs", "epochs"), ("training command", "training_command"),
+    ("training wall time (h, any pauses included)", "train_wall_time_h"), ("training images/s", "train_images_per_s"),
     ("hardware", "hardware"), ("data", "data"), ("hold-out top-1 (%)", "holdout_top1"),
     ("top-1 on the 1,017 exact test images (%)", "test_top1_exact"),
 ]  # fmt: skip

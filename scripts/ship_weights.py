@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         test_top1_exact=f"{exact_top1:.2f}", test_images_exact="1017 pixel-exact CIFAR-10 test images (0-1016)",
         holdout_top1=f"{summary['holdout_top1']:.2f}", weights=summary["weights"], epochs=str(summary["epochs"]),
         training_command=summary["command"], train_wall_time_h=f"{summary['wall_seconds'] / 3600:.2f}",
-        train_images_per_s=str(summary["images_per_s"]), hardware=summary["hardware"], torch=summary["torch"],
+        train_images_per_s=f"{summary['images_per_s_fastest_epoch']} in the fastest epoch, {summary['images_per_s']} "
+                           f"over the run", hardware=summary["hardware"], torch=summary["torch"],
         data=f"CIFAR-10 training JPEGs: {summary['train_images']} images ({recipe['holdout_per_class']} per class held "
              f"out), {summary['images_seen']} seen over {summary['epochs']} epochs",
     )  # fmt: skip

@@ -360,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
 def finish(run: Path, recipe: Recipe, model: nn.Module, ema: AveragedModel, command: str, clock: dict[str, float],
            n_train: int) -> None:  # fmt: skip
     """Write model.pth (raw or EMA, whichever the hold-out prefers) and summary.json."""
-    last = json.loads((run / "history.jsonl").read_text().splitlines()[-1])
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    last = history[-1]
     use_ema = last["holdout_top1_ema"] > last["holdout_top1"]
     chosen = ema.module if use_ema else model
     holdout = last["holdout_top1_ema"] if use_ema else last["holdout_top1"]
@@ -371,7 +372,8 @@ def finish(run: Path, recipe: Recipe, model: nn.Module, ema: AveragedModel, comm
         "holdout_top1": holdout, "test_top1_bf16": last["test_top1_ema" if use_ema else "test_top1"],
         "test_top1_raw": last["test_top1"], "test_top1_ema": last["test_top1_ema"],
         "train_images": n_train, "images_seen": n_train * recipe.epochs, **{k: round(v, 1) for k, v in clock.items()},
-        "images_per_s": round(n_train * recipe.epochs / clock["train_seconds"], 1),
+        "images_per_s": round(n_train * recipe.epochs / clock["train_seconds"], 1),  # pauses (kill -STOP) included
+        "images_per_s_fastest_epoch": round(max(r["images_per_s"] for r in history), 1),
         "hardware": f"{cpu_name()}, {os.cpu_count()} cores", "torch": torch.__version__, "command": command,
     }  # fmt: skip
     (run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

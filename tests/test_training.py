@@ -142,6 +142,7 @@ def test_train_register_and_evaluate(data, tmp_path, server):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs"] == 2 and summary["weights"] in ("final", "ema") and summary["train_images"] == 20
     assert summary["command"].startswith("python scripts/train.py --data")
+    assert summary["images_per_s_fastest_epoch"] >= summary["images_per_s"] > 0  # the run's rate includes any pauses
 
     checkpoint = read_checkpoint(run / "model.pth")  # the seed's format, read safely
     assert checkpoint.epoch == 2 and checkpoint.best_val_acc == summary["holdout_top1"]
@@ -151,6 +152,8 @@ def test_train_register_and_evaluate(data, tmp_path, server):
     assert 0 <= facts["measured_top1"] <= 100 and facts["measured_images"] == 10_000
     assert 0 <= float(facts["test_top1_exact"]) <= 100
     assert facts["epochs"] == "2" and facts["training_command"] == summary["command"]
+    assert facts["train_images_per_s"] == (f"{summary['images_per_s_fastest_epoch']} in the fastest epoch, "
+                                           f"{summary['images_per_s']} over the run")  # fmt: skip
     assert facts["data"] == "CIFAR-10 training JPEGs: 20 images (1 per class held out), 40 seen over 2 epochs"
     shipped_model = register(embedded_default(shipped=tmp_path / "w.safetensors"), name="trained-on-cpu")
 
@@ -176,6 +179,7 @@ def test_train_register_and_evaluate(data, tmp_path, server):
     assert "the default is the fastest served precision within 0.1 pp of fp32's top-1: **bf16**" in page
     assert "| bf16 | 84.21 | 100.00 | 0 | 160 | 93 | 568 |" in page
     assert f"| training command | {summary['command']} |" in page and "| epochs | 2 |" in page
+    assert f"| final weights or their EMA (by hold-out top-1) | {summary['weights']} |" in page
     assert all(f"| {c} | {report['per_class'][c]:.2f} |" in page for c in CIFAR10_CLASSES)
     assert "](docs/model-card/confusion.png)" in page and "](docs/model-card/reliability.png)" in page
 
