@@ -1,7 +1,7 @@
 """Train PyramidNet-110 (alpha 48) on CIFAR-10 on the CPU, in pieces that resume step for step.
 
-    python scripts/train.py --data ../shared/data/cifar10 --run runs/pyramidnet110 --epochs 40
-    python scripts/train.py --data ../shared/data/cifar10 --run runs/pyramidnet110 --epochs 40 --resume
+    python scripts/train.py --data ../shared/data/cifar10 --run runs/pyramidnet110 --epochs 60
+    python scripts/train.py --data ../shared/data/cifar10 --run runs/pyramidnet110 --epochs 60 --resume
 
 DATA is a folder holding train/<class>/*.jpg and test/<class>/*.jpg, or the archives
 train-jpeg.tar.gz and test-jpeg.tar.gz (../shared/data/cifar10 as it is). The images are decoded
@@ -201,7 +201,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="folder with train/ and test/, or their .tar.gz")
     parser.add_argument("--run", type=Path, required=True, help="folder for state, history and the final model")
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1, help="peak learning rate")
     parser.add_argument("--warmup-epochs", type=float, default=2)
