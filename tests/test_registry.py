@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ from PIL import Image
 
 from model_store import ModelSpec, load_classifier, read_spec
 from model_store.checkpoint import CheckpointError, read_checkpoint
-from model_store.registry import RegistrationError, embedded_default, load_network, register
+from model_store.registry import SHIPPED_WEIGHTS, RegistrationError, embedded_default, load_network, register
 from model_store.imaging import preprocess_batch
 from model_store.inference import softmax
 from model_store.evaluation import verdict
@@ -81,7 +82,8 @@ def test_metadata_and_spec_are_stored_as_data(tmp_path):
     checkpoint = embedded_default()
     model = register(checkpoint, name="meta", labels={"stage": "test"})
     meta = model.info.metadata
-    assert backed(meta) is False
+    assert backed(meta) is True and meta["measured_images"] == 10_000  # the shipped default's own measurement
+    assert meta["weights"] in ("final", "ema") and meta["source"] == f"embedded:{SHIPPED_WEIGHTS.name}"
     assert meta["source_sha256"] == checkpoint.sha256
     assert meta["parameters"] == 1_772_706
     assert meta["torch_version"] == str(torch.__version__) and meta["bentoml_version"] == bentoml.__version__
@@ -93,15 +95,18 @@ def test_metadata_and_spec_are_stored_as_data(tmp_path):
     assert Path(model.path_of(WEIGHTS_FILE)).read_bytes()[8:9] == b"{"  # safetensors JSON header
 
 
-def test_embedded_default_is_deterministic_and_well_conditioned(exact_images):
-    a, b = embedded_default(), embedded_default()
-    assert a.sha256 == b.sha256
+def test_embedded_default_is_the_shipped_model_and_scores_what_its_header_says(exact_images):
+    checkpoint = embedded_default()
+    assert checkpoint.sha256 == hashlib.sha256(SHIPPED_WEIGHTS.read_bytes()).hexdigest()
+    assert 6.5e6 < SHIPPED_WEIGHTS.stat().st_size < 7.5e6  # fp32, about 7 MB
     module = ModelSpec().build().eval()
-    module.load_state_dict(a.state_dict)
-    batch = preprocess_batch([Image.fromarray(i) for i in exact_images[0][:64]], ModelSpec())
-    with torch.no_grad():
-        probabilities = torch.softmax(module(torch.from_numpy(batch)), 1)
-    assert probabilities.max() < 0.99  # not saturated: parity checks on it are meaningful
+    module.load_state_dict(checkpoint.state_dict)
+    images, labels = exact_images
+    batch = preprocess_batch([Image.fromarray(i) for i in images], ModelSpec())
+    with torch.inference_mode():
+        predicted = torch.cat([module(torch.from_numpy(batch[i : i + 256])).argmax(1) for i in range(0, len(batch), 256)])
+    top1 = float((predicted.numpy() == labels).mean() * 100)
+    assert abs(top1 - float(checkpoint.metadata["test_top1_exact"])) < 0.05  # recomputed here, not copied
 
 
 def test_incompatible_checkpoint_leaves_nothing_in_the_store():
@@ -161,7 +166,6 @@ def test_save_model_measures_top1_on_labelled_images_when_asked(tmp_path, test_j
 
 
 @pytest.mark.parametrize(("metadata", "trained", "warned"), [
-    ({"random_init": True}, False, "random-init"),
     ({"measured_top1": 94.6, "measured_images": 10_000}, True, None),
     ({"measured_top1": 11.0, "measured_images": 200, "best_val_acc": 95.0}, False, "no better than chance"),
     ({"best_val_acc": 95.0}, None, "claims best_val_acc 95.0"),
@@ -176,8 +180,10 @@ def test_what_the_metadata_backs(metadata, trained, warned):
 def test_save_model_script_defaults_to_the_embedded_model():
     result = run_save_model("--name", "embedded")
     assert result.returncode == 0, result.stderr
-    assert "meaningless" in result.stdout and "trained     false" in result.stdout
-    assert backed(bentoml.models.get(result.stdout.splitlines()[0]).info.metadata) is False
+    assert f"source      embedded:{SHIPPED_WEIGHTS.name}" in result.stdout
+    assert "measured    top-1" in result.stdout and "10000 images" in result.stdout
+    assert "trained     true" in result.stdout and "WARNING" not in result.stdout
+    assert backed(bentoml.models.get(result.stdout.splitlines()[0]).info.metadata) is True
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04truncated"])
@@ -216,9 +222,9 @@ def test_shipped_weights_become_the_trained_embedded_default(tmp_path):
         assert torch.equal(loaded.state_dict()[key], value)
 
 
-def test_without_shipped_weights_the_default_is_the_untrained_stand_in(tmp_path):
-    checkpoint = embedded_default(shipped=tmp_path / "absent.safetensors")
-    assert checkpoint.metadata == {"random_init": True} and checkpoint.source.startswith("embedded:random-init")
+def test_without_its_weights_the_default_refuses_plainly(tmp_path):
+    with pytest.raises(RegistrationError, match="weights are missing"):
+        embedded_default(shipped=tmp_path / "absent.safetensors")
 
 
 def test_registering_the_same_weights_again_returns_the_stored_model(tmp_path):

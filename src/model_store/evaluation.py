@@ -46,9 +46,7 @@ def measure(model: Classifier, root: Path) -> dict[str, Any]:
 
 def verdict(metadata: Mapping[str, Any], num_classes: int) -> tuple[bool | None, str | None]:
     """(trained, warning) that the metadata backs: True only with a measured top-1 well above chance
-    (twice it), False for random-init weights or a measurement at chance, None when nothing was measured."""
-    if metadata.get("random_init"):
-        return False, "this model has untrained random-init weights: its predictions are meaningless"
+    (twice it), False for a measurement at chance, None when nothing was measured."""
     if "measured_top1" in metadata:
         top1, chance = float(metadata["measured_top1"]), 100 / num_classes
         if top1 > 2 * chance:

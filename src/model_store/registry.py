@@ -27,9 +27,8 @@ from .store import DEFAULT_MODEL_NAME, SPEC_FILE, WEIGHTS_FILE, read_spec
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_SEED = 0
 VERSION_LENGTH = 16  # hex digits of the checkpoint's sha256 that make its version
-# Trained weights shipped with the package, once they exist (scripts/ship_weights.py writes them).
+# The trained weights shipped with the package (scripts/ship_weights.py writes them).
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "pyramidnet110-cifar10.safetensors"
 
 
@@ -37,9 +36,12 @@ class RegistrationError(ValueError):
     """The checkpoint fits the architecture but does not behave like a usable model."""
 
 
-def embedded_default(spec: ModelSpec | None = None, shipped: Path = SHIPPED_WEIGHTS) -> Checkpoint:
-    """The default model: the weights shipped in the package when present, else an untrained stand-in."""
-    return _shipped(shipped) if shipped.is_file() else _random_init(spec or ModelSpec())
+def embedded_default(shipped: Path = SHIPPED_WEIGHTS) -> Checkpoint:
+    """The default model: the PyramidNet-110 this project trained, shipped in the package."""
+    if not shipped.is_file():
+        raise RegistrationError(f"the embedded default's weights are missing ({shipped}): reinstall the package, "
+                                "or register a checkpoint of your own with --checkpoint")  # fmt: skip
+    return _shipped(shipped)
 
 
 def ship_weights(checkpoint: Checkpoint, path: Path = SHIPPED_WEIGHTS, **facts: str) -> Path:
@@ -72,31 +74,6 @@ def _shipped(path: Path) -> Checkpoint:
         epoch=int(epoch) if epoch is not None else None,
         best_val_acc=float(accuracy) if accuracy is not None else None,
         metadata=facts,
-    )
-
-
-def _random_init(spec: ModelSpec) -> Checkpoint:
-    """Seeded random weights, BatchNorm statistics estimated on seeded noise: an untrained stand-in.
-
-    Fresh BatchNorm statistics (mean 0, variance 1) let activations grow through 54 residual
-    blocks until the logits reach 1e10 and every softmax is one-hot; estimated statistics keep
-    them near unit scale, so the outputs are meaningless but well-conditioned probabilities.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(EMBEDDED_SEED)
-        module = spec.build()
-        for bn in module.modules():
-            if isinstance(bn, torch.nn.BatchNorm2d):
-                bn.momentum = None  # cumulative average over the calibration batch
-        module.train()
-        with torch.no_grad():
-            module(torch.randn(128, 3, spec.input_size, spec.input_size))
-    state_dict = module.state_dict()
-    return Checkpoint(
-        state_dict=state_dict,
-        sha256=hashlib.sha256(safetensors.torch.save(state_dict)).hexdigest(),
-        source=f"embedded:random-init(seed={EMBEDDED_SEED})",
-        metadata={"random_init": True},
     )
 
 

@@ -63,8 +63,8 @@ class MeasuredAccuracy(BaseModel):
 class ModelInfo(BaseModel):
     tag: str
     trained: bool | None = Field(
-        description="true: a measured accuracy well above chance backs it; false: random-init weights, or "
-        "measured at chance; null: nothing was measured (see warning)"
+        description="true: a measured accuracy well above chance backs it; false: measured at chance; "
+        "null: nothing was measured (see warning)"
     )
     warning: str | None = Field(None, description="what the service cannot vouch for about this model")
     weights: str = Field(description="where the weights came from: the checkpoint file or the embedded default")
