@@ -6,7 +6,7 @@
 DATA is a folder holding train/<class>/*.jpg and test/<class>/*.jpg, or the archives
 train-jpeg.tar.gz and test-jpeg.tar.gz (../shared/data/cifar10 as it is). The images are decoded
 once into uint8 tensors; augmentation is a random crop of the 4-pixel zero-padded image and a
-horizontal flip.
+horizontal flip, and with --cutout N a random N x N square set to the mean colour.
 
 The recipe (a short schedule): SGD with Nesterov momentum 0.9 at batch 128, a linear warm-up then
 linear decay to zero, the learning rate a function of the global step alone; label smoothing 0.1;
@@ -74,6 +74,7 @@ class Recipe:
     limit_per_class: int | None
     precision: str
     seed: int
+    cutout: int = 0  # side of the Cutout square in pixels; 0: none (the shipped 60-epoch run)
 
 
 def read_split(data: Path, split: str, limit_per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -131,6 +132,17 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     cropped = padded.gather(2, rows).gather(3, cols)
     flip = torch.rand(n, generator=generator) < 0.5
     return torch.where(flip[:, None, None, None], cropped.flip(3), cropped)
+
+
+def cut_out(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Cutout (DeVries and Taylor, 2017): a size x size square at a random centre, clipped at the border, set
+    to 0 in every channel, which on a normalised batch is the dataset's mean colour."""
+    n, _, h, w = x.shape
+    top = torch.randint(0, h, (n,), generator=generator) - size // 2
+    left = torch.randint(0, w, (n,), generator=generator) - size // 2
+    rows = (torch.arange(h) >= top[:, None]) & (torch.arange(h) < top[:, None] + size)
+    cols = (torch.arange(w) >= left[:, None]) & (torch.arange(w) < left[:, None] + size)
+    return x.masked_fill((rows[:, :, None] & cols[:, None, :])[:, None], 0.0)
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
@@ -212,6 +224,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit-per-class", type=int, help="use only this many images per class (smoke runs)")
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cutout", type=int, default=0, help="Cutout square side in pixels (16 is usual); 0: none")
     parser.add_argument("--test-every", type=int, default=5, help="epochs between test-set evaluations")
     parser.add_argument("--resume", action="store_true", help="continue from RUN/state.pt")
     parser.add_argument("--time-limit-min", type=float, help="end this piece after the first step past it")
@@ -225,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=args.warmup_epochs,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, ema_decay=args.ema_decay,
         holdout_per_class=args.holdout_per_class, limit_per_class=args.limit_per_class,
-        precision=args.precision, seed=args.seed,
+        precision=args.precision, seed=args.seed, cutout=args.cutout,
     )  # fmt: skip
     started = time.monotonic()
     stop = StopRequest()
@@ -306,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
                 group["lr"] = lr
             idx = order[i * recipe.batch_size : (i + 1) * recipe.batch_size]
             inputs, targets = normalize(augment(x_train[idx], generator), spec), y_train[idx]
+            if recipe.cutout:
+                inputs = cut_out(inputs, recipe.cutout, generator)
             with amp():
                 logits = model(inputs)
             loss = F.cross_entropy(logits.float(), targets, label_smoothing=recipe.label_smoothing)

@@ -51,6 +51,21 @@ def test_augmentation_crops_with_zero_padding_and_flips():
         assert any(torch.equal(cropped, w) or torch.equal(cropped, w.flip(2)) for w in windows)
 
 
+def test_cutout_blanks_one_square_per_image_clipped_at_the_border():
+    x = torch.ones(64, 3, 32, 32)
+    out = train.cut_out(x, 16, torch.Generator().manual_seed(0))
+    for image in out:
+        hole = image == 0
+        assert torch.equal(hole[0], hole[1]) and torch.equal(hole[0], hole[2])  # the same square in every channel
+        rows, cols = hole[0].any(1).nonzero().flatten(), hole[0].any(0).nonzero().flatten()
+        assert 8 <= len(rows) <= 16 and 8 <= len(cols) <= 16  # centre anywhere: at least half the square is inside
+        assert torch.equal(rows, torch.arange(rows[0], rows[-1] + 1))  # contiguous
+        assert torch.equal(cols, torch.arange(cols[0], cols[-1] + 1))
+        assert hole[0].sum() == len(rows) * len(cols)  # a rectangle, nothing else touched
+        assert torch.equal(image[~hole], x[0][~hole])
+    assert len({tuple((image[0] == 0).nonzero()[0].tolist()) for image in out}) > 1  # the squares move
+
+
 def test_normalisation_matches_the_serving_preprocessing(exact_images):
     from model_store.imaging import normalize as serving_normalize
 
@@ -99,7 +114,7 @@ def test_holdout_is_stratified_disjoint_and_fixed_by_the_seed():
 RECIPE = train.Recipe(epochs=2, batch_size=8, lr=0.1, warmup_epochs=1, weight_decay=5e-4, label_smoothing=0.1,
                       ema_decay=0.9, holdout_per_class=1, limit_per_class=3, precision="bf16", seed=0)  # fmt: skip
 SMALL_RUN = ["--epochs", "2", "--batch-size", "8", "--warmup-epochs", "1", "--ema-decay", "0.9",
-             "--holdout-per-class", "1", "--limit-per-class", "3", "--test-every", "1"]  # fmt: skip
+             "--holdout-per-class", "1", "--limit-per-class", "3", "--test-every", "1", "--cutout", "16"]  # fmt: skip
 
 
 def test_a_run_in_pieces_is_step_for_step_the_run_in_one(data, tmp_path):
