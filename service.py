@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 from functools import partial
 from pathlib import Path
@@ -58,7 +57,7 @@ from model_store.shutdown import CountCalls, DrainBeforeExit
 settings = Settings()
 configure_logging()
 log = logging.getLogger("pyramidnet")
-API_WORKERS = (os.cpu_count() or 1) if settings.api_workers == "cpu_count" else settings.api_workers
+API_WORKERS = settings.api_worker_count()
 # BentoML's own traffic timeout answers outside the error contract: the edge's Deadline answers first.
 FRAMEWORK_TIMEOUT_S = settings.timeout_s + 30
 # Images per forward pass. BentoML's bentoml_service_adaptive_batch_size counts the calls it
@@ -161,7 +160,7 @@ class ClassifyBatchInput(UploadedForm):
 
 @bentoml.service(
     name="pyramidnet_classifier",
-    workers=settings.api_workers,
+    workers=API_WORKERS,
     traffic={"timeout": FRAMEWORK_TIMEOUT_S},
     logging={"access": {"enabled": False}},  # AccessLog writes one JSON line per request instead
     http={"cors": {"enabled": bool(settings.cors_origins), "access_control_allow_origins": list(settings.cors_origins),

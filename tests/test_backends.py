@@ -97,3 +97,19 @@ def test_every_backend_can_be_chosen_by_environment(backend, monkeypatch):
 
     monkeypatch.setenv("PYRAMIDNET_BACKEND", backend)
     assert Settings().backend == backend
+
+
+@pytest.mark.parametrize(("cpus", "workers"), [(1, 1), (2, 1), (2.5, 1), (3, 1), (4, 2), (8, 3), (16, 6)])
+def test_auto_api_workers_take_a_third_of_the_cpus_and_at_least_one(cpus, workers):
+    from model_store import Settings
+
+    assert Settings().api_worker_count(cpus) == workers
+
+
+def test_api_workers_set_by_environment_are_taken_as_given(monkeypatch):
+    from model_store import Settings
+
+    monkeypatch.setenv("PYRAMIDNET_API_WORKERS", "4")
+    assert Settings().api_worker_count(2) == 4
+    monkeypatch.setenv("PYRAMIDNET_API_WORKERS", "auto")
+    assert Settings().api_worker_count() >= 1  # BentoML's count of this machine's CPUs
