@@ -1,0 +1,103 @@
+"""NNCF settings for int8, judged on training images only: how far each lands from fp32.
+
+    python -m bench.int8_settings --model pyramidnet-cifar10:813caef71a39037e      # about 8 minutes on 2 cores
+
+The registered model's fp32 IR is quantized with each setting below and compared with fp32 on
+images the int8 choice may look at: the training run's hold-out (`train.py --holdout-per-class`
+images of the training set, never trained on: the same split, same seed) and 5,000 other
+training images that no setting calibrates on. Prints the top-1 agreement with fp32 and the
+probability differences. The test images are not used: a setting chosen here is then measured
+once on them by `bench.precisions`. A figure, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import bentoml
+import nncf
+import numpy as np
+import openvino
+
+from model_store.imaging import normalize
+from model_store.openvino_ir import IR_DIR, IR_FILES, compile_ir
+from model_store.spec import ModelSpec
+
+from .hey import DEFAULT_DATA
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def training_script():
+    """scripts/train.py as a module: its data reading and hold-out split."""
+    spec = importlib.util.spec_from_file_location("train", REPO / "scripts" / "train.py")
+    module = sys.modules["train"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def probabilities(run, images: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    logits = np.concatenate([run(images[i : i + 64]) for i in range(0, len(images), 64)])
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def percent(agreeing: np.ndarray) -> str:
+    return f"{agreeing.mean() * 100:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a registered model tag")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA.parent, help="the folder of train-jpeg.tar.gz")
+    parser.add_argument("--holdout-per-class", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0, help="the training run's seed (its hold-out split)")
+    args = parser.parse_args()
+
+    train = training_script()
+    x, y = train.read_split(args.data, "train")
+    train_idx, holdout = train.split_holdout(y, args.holdout_per_class, args.seed)
+    pool = np.random.default_rng(1).permutation(train_idx)
+    checked, calibration_pool = pool[-5000:], pool[:-5000]
+    spec = ModelSpec()
+    first_30 = np.concatenate([np.flatnonzero(y == c)[:30] for c in range(spec.num_classes)])  # save_model.py's
+    settings = {
+        "300 (save_model.py), defaults": (first_30, {}),
+        "1,000, defaults": (calibration_pool[:1000], {}),
+        "300, mixed preset": (first_30, {"preset": nncf.QuantizationPreset.MIXED}),
+        "300, full bias correction": (first_30, {"fast_bias_correction": False}),
+        "1,000, mixed, full bias correction": (calibration_pool[:1000], {"preset": nncf.QuantizationPreset.MIXED,
+                                                                          "fast_bias_correction": False}),
+    }  # fmt: skip
+
+    xml = Path(bentoml.models.get(args.model).path_of(IR_DIR)) / IR_FILES["fp32"]
+    sets = {"hold-out": normalize(x[holdout], spec), "5,000 training": normalize(x[checked], spec)}
+    fp32 = compile_ir(xml, "fp32")
+    reference = {name: probabilities(fp32, images) for name, images in sets.items()}
+    print(f"fp32 top-1 on the hold-out: {percent(reference['hold-out'].argmax(1) == y[holdout])} %\n")
+    print("| setting | hold-out top-1 % | agreement % | max abs Δp | 5,000 training: agreement % | mean abs Δp | seconds |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    graph = openvino.Core().read_model(xml)
+    for name, (chosen, options) in settings.items():
+        start = time.monotonic()
+        samples = nncf.Dataset([image[None] for image in normalize(x[chosen], spec).astype(np.float32)])
+        quantized = nncf.quantize(graph, samples, subset_size=len(chosen), **options)
+        with tempfile.TemporaryDirectory() as scratch:
+            out = Path(scratch) / "model-int8.xml"
+            openvino.save_model(quantized, out, compress_to_fp16=False)
+            int8 = compile_ir(out, "int8")
+            p = {name: probabilities(int8, images) for name, images in sets.items()}
+        held, ref_held = p["hold-out"], reference["hold-out"]
+        train_p, ref_train = p["5,000 training"], reference["5,000 training"]
+        print(f"| {name} | {percent(held.argmax(1) == y[holdout])} | {percent(held.argmax(1) == ref_held.argmax(1))} "
+              f"| {np.abs(held - ref_held).max():.3f} | {percent(train_p.argmax(1) == ref_train.argmax(1))} "
+              f"| {np.abs(train_p - ref_train).mean():.4f} | {time.monotonic() - start:.0f} |", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
