@@ -1,12 +1,12 @@
 """Join the batches an API worker sends the runner while its earlier calls are in flight.
 
 Every runner call costs the runner CPU outside the model (HTTP, pickle, tracing, the batcher),
-and small forward passes cost more per image than full ones. An API worker therefore keeps at most
-`max_in_flight` calls open (one by default); requests that arrive meanwhile wait in one queue and
-go together, as one float32 (N, 3, S, S) array, in the next call. Measured on 2 cores at 32 clients
-of one image each, one API worker (docs/performance.md): one call in flight formed forward passes
-of 15.6 images and served 354-378 img/s, two formed 8.3 and served 318-326. Each request gets its own rows back, in
-order; a failed call fails every request in it.
+and small forward passes cost more per image than full ones. An API worker therefore keeps at
+most `max_in_flight` calls open (one by default); requests that arrive meanwhile wait in one
+queue and go together, as one float32 (N, 3, S, S) array, in the next call. Measured on 2 cores
+at 32 clients of one image each, one API worker (docs/performance.md): one call in flight formed
+forward passes of 15.6 images and served 366-380 img/s; two formed 8.3 and served 316-323. Each
+request gets its own rows back, in order; a failed call fails every request in it.
 """
 
 from __future__ import annotations

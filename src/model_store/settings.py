@@ -33,10 +33,10 @@ class Settings(BaseSettings):
         "count), at least one"
     )
 
-    # Batching, measured on the 2-core CPU machine (docs/performance.md): throughput is flat from
-    # batch 16, and a batch of 16 lets two cohorts of clients alternate at concurrency 32 (one
-    # travels while the other computes), where 32 makes them move in lockstep. The batcher's own
-    # budget is only a backstop: admission control sheds first. On a GPU raise max_batch_size
+    # Batching, measured on the 2-core CPU machine (docs/performance.md): offline throughput is
+    # nearly flat from batch 16, and served at 32 clients 16 beat 32 and 8 (391 against 346 and
+    # 358 img/s): larger batches take longer to gather and travel. The batcher's own budget is
+    # only a backstop: admission control sheds first. On a GPU raise max_batch_size
     # (deploy/k8s/overlays/gpu: 128).
     max_batch_size: Annotated[int, Field(ge=1)] = 16
     max_latency_ms: Annotated[int, Field(ge=1)] = 10000
@@ -70,10 +70,10 @@ class Settings(BaseSettings):
 
     def api_worker_count(self, cpus: float | None = None) -> int:
         """How many API workers to run. For `auto`: a `/classify` request costs an API worker about
-        1.3 ms of CPU and the runner 3.4 ms (2 cores, bf16: docs/performance.md), so the API needs
-        about a third of the cores. On 2 cores one worker served 372-378 img/s at 32 clients and one per
-        core 297-308: two workers split the forward passes into batches of 7-8 instead of 15.6.
-        Untested above 2 cores."""
+        1.2 ms of CPU and the runner 3.3 ms (2 cores, bf16: docs/performance.md), so the API needs
+        about a third of the cores. On 2 cores one worker served 366-380 img/s at 32 clients and
+        one per core 315-332: two workers split the forward passes into batches of 8-9 instead of
+        15.6. Untested above 2 cores."""
         if self.api_workers != "auto":
             return self.api_workers
         if cpus is None:
