@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import openvino
+from bentoml._internal.resource import system_resources
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,18 @@ def ir_path(model_dir: Path, precision: str) -> Path:
     return Path(model_dir) / IR_DIR / IR_FILES[PLANS[precision][0]]
 
 
+def cpu_budget() -> float:
+    """Cores of CPU time this process may use: its CPU set (not the host's count), capped by a CPU
+    quota (a container's `--cpus`, a Kubernetes CPU limit: cgroup v1 or v2, read by BentoML)."""
+    visible = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(float(visible), system_resources()["cpu"])
+
+
 def cpu_threads() -> int:
-    """The cores this process may use (a container's CPU set, not the host's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """OpenVINO's threads: the CPU budget rounded down. A quota throttles time but leaves every host
+    core visible; a thread per visible core would have the throttled ones stall the rest at every
+    layer (OpenVINO issue 37838: its own scheduling does not read the quota)."""
+    return max(1, int(cpu_budget()))
 
 
 @functools.cache

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .inference import Backend, Precision
+from .openvino_ir import cpu_budget
 from .store import DEFAULT_MODEL_NAME
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
@@ -76,11 +77,7 @@ class Settings(BaseSettings):
         15.6. Untested above 2 cores."""
         if self.api_workers != "auto":
             return self.api_workers
-        if cpus is None:
-            from bentoml._internal.resource import system_resources  # BentoML's own count: cgroup-aware
-
-            cpus = system_resources()["cpu"]
-        return max(1, math.ceil(cpus / 3))
+        return max(1, math.ceil((cpu_budget() if cpus is None else cpus) / 3))
 
     def keys(self) -> list[bytes]:
         """Every accepted API key; none means authentication is off."""
