@@ -25,6 +25,7 @@ import numpy as np
 import openvino
 
 from model_store.imaging import normalize
+from model_store.inference import softmax
 from model_store.openvino_ir import IR_DIR, IR_FILES, compile_ir
 from model_store.spec import ModelSpec
 
@@ -42,9 +43,7 @@ def training_script():
 
 
 def probabilities(run, images: np.ndarray) -> np.ndarray:  # noqa: ANN001
-    logits = np.concatenate([run(images[i : i + 64]) for i in range(0, len(images), 64)])
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
+    return softmax(np.concatenate([run(images[i : i + 64]) for i in range(0, len(images), 64)]))
 
 
 def percent(agreeing: np.ndarray) -> str:
