@@ -184,7 +184,7 @@ def environment(args: argparse.Namespace, settings: Settings) -> dict:
         "model": str(get_model(args.model).tag),
         "backend": dict(zip(("backend", "precision"), choose(device, settings.backend, settings.precision))),
         "settings": {"max_batch_size": settings.max_batch_size, "max_latency_ms": settings.max_latency_ms,
-                     "api_workers": settings.api_workers},  # fmt: skip
+                     "api_workers": settings.api_worker_count()},  # fmt: skip
         "load": {"concurrency": args.concurrency, "duration_s": args.duration,
                  "images_per_request": args.images_per_request, "data": str(args.data)},  # fmt: skip
     }
