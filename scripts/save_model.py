@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import importlib.util
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -96,4 +97,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # the reader left early (`| head -n1`): the model is registered, the rest unread
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
+        sys.exit(0)

@@ -186,6 +186,16 @@ def test_save_model_script_defaults_to_the_embedded_model():
     assert backed(bentoml.models.get(result.stdout.splitlines()[0]).info.metadata) is True
 
 
+def test_save_model_script_ends_quietly_when_its_reader_leaves_early():
+    # `save_model.py | head -n1` with a reader that is gone before the tag is printed.
+    with subprocess.Popen([sys.executable, str(REPO / "scripts" / "save_model.py"), "--name", "embedded"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ) as proc:  # fmt: skip
+        proc.stdout.close()
+        stderr = proc.stderr.read()
+    assert proc.returncode == 0 and "Traceback" not in stderr, stderr
+    assert bentoml.models.get("embedded:latest").info.metadata["source"].startswith("embedded:")
+
+
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04truncated"])
 def test_save_model_script_refuses_bad_input_with_one_line(tmp_path, content):
     path = tmp_path / "bad.pth"
