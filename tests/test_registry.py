@@ -188,12 +188,12 @@ def test_save_model_script_defaults_to_the_embedded_model():
 
 def test_save_model_script_ends_quietly_when_its_reader_leaves_early():
     # `save_model.py | head -n1` with a reader that is gone before the tag is printed.
-    with subprocess.Popen([sys.executable, str(REPO / "scripts" / "save_model.py"), "--name", "embedded"],
+    with subprocess.Popen([sys.executable, str(REPO / "scripts" / "save_model.py"), "--name", "early-reader"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ) as proc:  # fmt: skip
         proc.stdout.close()
         stderr = proc.stderr.read()
     assert proc.returncode == 0 and "Traceback" not in stderr, stderr
-    assert bentoml.models.get("embedded:latest").info.metadata["source"].startswith("embedded:")
+    assert bentoml.models.get("early-reader:latest").info.metadata["source"].startswith("embedded:")  # registered
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04truncated"])
