@@ -17,6 +17,7 @@ import importlib.util
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import bentoml
@@ -34,10 +35,10 @@ from .hey import DEFAULT_DATA
 REPO = Path(__file__).resolve().parents[1]
 
 
-def training_script():
-    """scripts/train.py as a module: its data reading and hold-out split."""
-    spec = importlib.util.spec_from_file_location("train", REPO / "scripts" / "train.py")
-    module = sys.modules["train"] = importlib.util.module_from_spec(spec)
+def script(name: str) -> types.ModuleType:
+    """scripts/<name>.py as a module: train.py's data reading and hold-out split, save_model.py's calibration size."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
@@ -58,18 +59,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the training run's seed (its hold-out split)")
     args = parser.parse_args()
 
-    train = training_script()
+    train, per_class = script("train"), script("save_model").CALIBRATION_PER_CLASS
     x, y = train.read_split(args.data, "train")
     train_idx, holdout = train.split_holdout(y, args.holdout_per_class, args.seed)
     pool = np.random.default_rng(1).permutation(train_idx)
     checked, calibration_pool = pool[-5000:], pool[:-5000]
     spec = ModelSpec()
-    first_30 = np.concatenate([np.flatnonzero(y == c)[:30] for c in range(spec.num_classes)])  # save_model.py's
+    # save_model.py's calibration: the first images of each class in file order, as read_split orders them
+    first = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(spec.num_classes)])
+    size = f"{len(first):,}"
     settings = {
-        "300 (save_model.py), defaults": (first_30, {}),
+        f"{size} (save_model.py), defaults": (first, {}),
         "1,000, defaults": (calibration_pool[:1000], {}),
-        "300, mixed preset": (first_30, {"preset": nncf.QuantizationPreset.MIXED}),
-        "300, full bias correction": (first_30, {"fast_bias_correction": False}),
+        f"{size}, mixed preset": (first, {"preset": nncf.QuantizationPreset.MIXED}),
+        f"{size}, full bias correction": (first, {"fast_bias_correction": False}),
         "1,000, mixed, full bias correction": (calibration_pool[:1000], {"preset": nncf.QuantizationPreset.MIXED,
                                                                           "fast_bias_correction": False}),
     }  # fmt: skip
