@@ -22,6 +22,7 @@ from .conftest import CIFAR10
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 import train  # noqa: E402
+from ship_weights import jpeg_copies  # noqa: E402
 from evaluate import CARD_BEGIN, CARD_END  # noqa: E402
 
 
@@ -117,6 +118,16 @@ SMALL_RUN = ["--epochs", "2", "--batch-size", "8", "--warmup-epochs", "1", "--em
              "--holdout-per-class", "1", "--limit-per-class", "3", "--test-every", "1", "--cutout", "16"]  # fmt: skip
 
 
+def test_the_exact_images_are_found_among_the_test_jpegs(data, exact_images):
+    images, labels = exact_images
+    jpegs, jpeg_labels = train.read_split(data, "test")
+    copies = jpeg_copies(labels, jpeg_labels)
+    assert (jpeg_labels[copies] == labels).all()
+    error = np.abs(jpegs[copies].astype(np.int16) - images).mean(axis=(1, 2, 3))
+    assert error.max() < 20 and 4 < error.mean() < 8  # the data README: about 5.8/255; another image differs by ~50
+    assert np.abs(jpegs[copies + 1].astype(np.int16) - images).mean() > 30
+
+
 def test_a_run_in_pieces_is_step_for_step_the_run_in_one(data, tmp_path):
     whole = script("train.py", "--data", str(data), "--run", str(tmp_path / "whole"), *SMALL_RUN)
     assert whole.returncode == 0, whole.stderr[-3000:]
@@ -165,7 +176,7 @@ def test_train_register_and_evaluate(data, tmp_path, server):
     assert shipped.returncode == 0, shipped.stderr[-3000:]
     facts = embedded_default(shipped=tmp_path / "w.safetensors").metadata
     assert 0 <= facts["measured_top1"] <= 100 and facts["measured_images"] == 10_000
-    assert 0 <= float(facts["test_top1_exact"]) <= 100
+    assert 0 <= float(facts["test_top1_exact"]) <= 100 and 0 <= float(facts["test_top1_exact_as_jpeg"]) <= 100
     assert facts["epochs"] == "2" and facts["training_command"] == summary["command"]
     assert facts["train_images_per_s"] == (f"{summary['images_per_s_fastest_epoch']} in the fastest epoch, "
                                            f"{summary['images_per_s']} over the run")  # fmt: skip
