@@ -1,6 +1,6 @@
 """NNCF settings for int8, judged on training images only: how far each lands from fp32.
 
-    python -m bench.int8_settings --model pyramidnet-cifar10:7afb2e792399721b      # about 8 minutes on 2 cores
+    python -m bench.int8_settings --model pyramidnet-cifar10:7afb2e792399721b      # 8 to 11 minutes on 2 cores
 
 The registered model's fp32 IR is quantized with each setting below and compared with fp32 on
 images the int8 choice may look at: the training run's hold-out (`train.py --holdout-per-class`
