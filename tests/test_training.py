@@ -152,6 +152,26 @@ def test_a_run_in_pieces_is_step_for_step_the_run_in_one(data, tmp_path):
     assert [[h[k] for k in same] for h in history] == [[h[k] for k in same] for h in resumed]
 
 
+def test_precision_auto_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(train, "native_bf16", lambda native=native: native)
+        assert train.choose_precision("auto") == expected
+        assert train.choose_precision("auto", resumed="bf16") == "bf16"  # a resumed run keeps its own
+        assert train.choose_precision("auto", resumed="fp32") == "fp32"
+        assert train.choose_precision("fp32", resumed="bf16") == "fp32"  # as asked; the recipe check then refuses
+
+
+def test_a_resume_on_auto_continues_in_the_precision_the_run_began_with(data, tmp_path):
+    run, other = tmp_path / "run", "fp32" if native_bf16() else "bf16"  # not what auto picks on this CPU
+    first = script("train.py", "--data", str(data), "--run", str(run), *SMALL_RUN, "--precision", other,
+                   "--time-limit-min", "0")  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = script("train.py", "--data", str(data), "--run", str(run), *SMALL_RUN, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"precision: {other} " in resumed.stderr
+    assert json.loads((run / "summary.json").read_text())["recipe"]["precision"] == other
+
+
 def test_a_resume_with_another_recipe_is_refused(data, tmp_path):
     run = tmp_path / "run"
     assert script("train.py", "--data", str(data), "--run", str(run), *SMALL_RUN, "--time-limit-min", "0").returncode == 0
@@ -159,6 +179,8 @@ def test_a_resume_with_another_recipe_is_refused(data, tmp_path):
     assert other.returncode != 0 and "was trained with" in other.stderr
     again = script("train.py", "--data", str(data), "--run", str(run), *SMALL_RUN)
     assert again.returncode != 0 and "pass --resume" in again.stderr
+    nothing = script("train.py", "--data", str(data), "--run", str(tmp_path / "none"), *SMALL_RUN, "--resume")
+    assert nothing.returncode != 0 and "there is nothing to resume" in nothing.stderr
 
 
 def test_train_register_and_evaluate(data, tmp_path, server):
