@@ -48,7 +48,7 @@ from model_store.edge import (
     UploadedForm,
     form_fields,
 )
-from model_store.errors import Internal, Overloaded, answers_errors
+from model_store.errors import ApiError, Internal, ModelUnavailable, Overloaded, answers_errors
 from model_store.evaluation import verdict
 from model_store.logs import configure_logging
 from model_store.schemas import BatchingLimits, InputLimits, MeasuredAccuracy
@@ -89,8 +89,8 @@ class PyramidNetRunner:
         # __init__ runs inside the worker's event loop: loading there would leave the port bound
         # but deaf (probes hang, a stop waits for the load to finish). Load in a thread instead.
         self.classifier: Classifier | None = None
-        self._loaded = threading.Event()
-        self._load_failed = False
+        self._settled = threading.Event()  # loaded and warm, or failed
+        self._load_error = ""  # why the load failed; it is not tried again
         drain.install()
         threading.Thread(target=self._load, name="load-model", daemon=True).start()
 
@@ -105,25 +105,27 @@ class PyramidNetRunner:
             # Every power of two up to the largest batch: the shapes the batcher forms most on a GPU.
             classifier.warm_up(sorted({1 << i for i in range(settings.max_batch_size.bit_length())}
                                       | {settings.max_batch_size}))  # fmt: skip
-        except Exception:
+        except Exception as e:
             log.exception("could not load %s", self.model_ref.tag)
-            self._load_failed = True  # not alive: let the orchestrator restart the worker
-            return
-        self.classifier = classifier
-        self._loaded.set()
+            self._load_error = f"{type(e).__name__}: {e}"
+        else:
+            self.classifier = classifier
+        self._settled.set()
 
     def _model(self) -> Classifier:
-        """The loaded model, waiting for the load if a call comes first."""
-        if not self._loaded.wait(settings.timeout_s):
+        """The loaded model, waiting for the load if a call comes first; fails at once if the load did."""
+        if not self._settled.wait(settings.timeout_s):
             raise RuntimeError("the model is still loading")
+        if self.classifier is None:
+            raise RuntimeError(f"the model could not be loaded: {self._load_error}")
         return self.classifier
 
     def __is_alive__(self) -> bool:
-        return not self._load_failed
+        return not self._load_error
 
     def __is_ready__(self) -> bool:
         """Loaded and warm, and the last forward passes did not all fail (a failing device re-tests on each probe)."""
-        if not self._loaded.is_set():
+        if self.classifier is None:
             return False
         if not self.classifier.healthy:
             try:
@@ -142,6 +144,11 @@ class PyramidNetRunner:
         """float32 (N, 3, 32, 32) normalised images -> float32 (N, 10) probabilities."""
         BATCH_IMAGES.observe(len(batch))
         return self._model().predict_proba(batch)
+
+    @bentoml.api
+    def load_error(self) -> str:
+        """Why the model could not be loaded: empty while it loads and once it has. Never waits."""
+        return self._load_error
 
     @bentoml.api
     def runtime(self) -> dict[str, str]:
@@ -192,9 +199,19 @@ class PyramidNetClassifier:
         """Classify 1..N images (multipart field `images`, repeated); results in the same order."""
         return await self._classify(images)
 
+    async def __is_alive__(self) -> bool:
+        """False once the runner has failed to load the model, which it does not retry: /livez
+        answers 503 and the orchestrator restarts the server."""
+        return not await self._load_error()
+
     @bentoml.api(route="/model_info")
+    @answers_errors
     async def model_info(self) -> ModelInfo:
         """The served model: tag, what backs it, classes, preprocessing, limits, and how it runs."""
+        try:
+            runtime = await self.runner.to_async.runtime()
+        except (BentoMLException, aiohttp.ClientConnectionError):
+            raise await self._runner_failed("runtime") from None
         meta = self.model.info.metadata
         trained, warning = verdict(meta, self.spec.num_classes)
         return ModelInfo(
@@ -210,7 +227,7 @@ class PyramidNetClassifier:
             epoch=meta.get("epoch"),
             parameters=meta["parameters"],
             source_sha256=meta["source_sha256"],
-            **await self.runner.to_async.runtime(),
+            **runtime,
             batching=BatchingLimits(
                 max_batch_size=settings.max_batch_size,
                 max_latency_ms=settings.max_latency_ms,
@@ -226,12 +243,27 @@ class PyramidNetClassifier:
         except BentoMLException as e:
             if e.error_code == 503:  # the runner's batcher shed it: it would miss the latency budget
                 raise Overloaded("the model is at capacity; retry shortly") from None
-            log.exception("runner failed on a batch of %d", len(batch))
-            raise Internal("inference failed") from None
+            raise await self._runner_failed(f"a batch of {len(batch)}") from None
         except aiohttp.ClientConnectionError:
-            log.exception("runner unreachable for a batch of %d", len(batch))
-            raise Internal("inference failed") from None
+            raise await self._runner_failed(f"a batch of {len(batch)}") from None
         return to_predictions(probabilities, self.spec, self.tag)
+
+    async def _runner_failed(self, call: str) -> ApiError:
+        """The answer to a runner call that failed (logged with its cause): MODEL_UNAVAILABLE if
+        the model never loaded, else INTERNAL."""
+        if reason := await self._load_error():
+            log.error("runner call for %s refused: the model could not be loaded (%s)", call, reason)
+            return ModelUnavailable()
+        log.exception("runner failed on %s", call)
+        return Internal("inference failed")
+
+    async def _load_error(self) -> str:
+        """Why the runner could not load the model; empty if it has or still may (a runner that
+        does not answer within 2 s is busy or starting, not evidence of a failed load)."""
+        try:
+            return await asyncio.wait_for(self.runner.to_async.load_error(), timeout=2)
+        except (BentoMLException, aiohttp.ClientError, asyncio.TimeoutError):
+            return ""
 
     async def _predict(self, batch: np.ndarray) -> np.ndarray:
         try:

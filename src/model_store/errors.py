@@ -72,14 +72,36 @@ class Overloaded(ApiError):
         self.retry_after = retry_after
 
 
+class ModelUnavailable(ApiError):
+    """The runner could not load the model and will not try again: /livez turns 503 with this code
+    too, so that the orchestrator restarts the server."""
+
+    status, code = 503, "MODEL_UNAVAILABLE"
+    retry_after = 30
+
+    def __init__(self) -> None:
+        super().__init__("the model could not be loaded; the server needs a restart (its log says why)")
+
+
+class NotReady(ApiError):
+    """/readyz only: the model is loading or warming up, or its last forward passes all failed."""
+
+    status, code = 503, "NOT_READY"
+    retry_after = 5
+
+    def __init__(self) -> None:
+        super().__init__("not ready: the model is loading or warming up, or failing its forward passes")
+
+
 class Timeout(ApiError):
     status, code = 504, "TIMEOUT"
 
 
-# Every error the service answers with, for the OpenAPI document and the docs.
+# Every error the routes answer with, for the OpenAPI document and the docs. The probes' 503s are
+# NOT_READY (/readyz) and MODEL_UNAVAILABLE (/livez, /healthz).
 ALL_ERRORS: tuple[type[ApiError], ...] = (
     InvalidImage, ValidationFailed, Unauthorized, NotFound, MethodNotAllowed, PayloadTooLarge, ImageTooLarge,
-    TooManyImages, UnsupportedMediaType, Internal, Overloaded, Timeout,
+    TooManyImages, UnsupportedMediaType, Internal, Overloaded, ModelUnavailable, Timeout,
 )  # fmt: skip
 
 # The code of an error answer the framework made, by status (its own 400s are validation errors).
