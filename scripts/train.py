@@ -256,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         precision=choose_precision(args.precision, state and state["recipe"]["precision"]), seed=args.seed,
         cutout=args.cutout,
     )  # fmt: skip
-    if recipe.precision == "bf16" and not native_bf16():
+    native = native_bf16()
+    log.info("precision: %s (native bf16: %s)", recipe.precision, "yes" if native else "no")
+    if recipe.precision == "bf16" and not native:
         log.warning("bf16 on a CPU without native bf16 is emulated: 0.07x fp32 on an AVX2-only CPU")
     started = time.monotonic()
     stop = StopRequest()
@@ -278,7 +280,6 @@ def main(argv: list[str] | None = None) -> int:
     optimizer = build_optimizer(model, recipe)
     generator = torch.Generator().manual_seed(recipe.seed)
     amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if recipe.precision == "bf16" else nullcontext
-    log.info("precision: %s (native bf16: %s)", recipe.precision, "yes" if native_bf16() else "no")
     steps_per_epoch = math.ceil(len(x_train) / recipe.batch_size)
     total_steps = steps_per_epoch * recipe.epochs
     warmup_steps = round(recipe.warmup_epochs * steps_per_epoch)

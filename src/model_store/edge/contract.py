@@ -7,9 +7,14 @@ import logging
 from typing import Any
 
 from ..errors import CODES, INTERNAL_MESSAGE, ApiError, Internal, ModelUnavailable, NotReady, error_body
-from .asgi import PROBES, REQUEST_ID_KEY, ASGIApp, Message, Receive, Scope, Send, facts
+from .asgi import REQUEST_ID_KEY, ASGIApp, Message, Receive, Scope, Send, facts
 
 log = logging.getLogger("pyramidnet.edge")
+
+# What the framework's 503 on a probe means: __is_ready__ or __is_alive__ returned False.
+PROBE_ERRORS: dict[str, type[ApiError]] = {
+    "/readyz": NotReady, "/livez": ModelUnavailable, "/healthz": ModelUnavailable,
+}  # fmt: skip
 
 
 class ErrorContract:
@@ -83,9 +88,8 @@ def conform(status: int, body: bytes, scope: Scope, headers: dict[str, str]) -> 
     retry_after = int(headers["retry-after"]) if headers.get("retry-after", "").isdigit() else None
     if isinstance(data, dict) and isinstance(data.get("error"), dict) and "code" in data["error"]:
         return data["error"]["code"], str(data["error"].get("message", "")), retry_after  # ours already
-    if status == 503 and scope["path"] in PROBES:  # the framework's answer to __is_ready__ or __is_alive__
-        probe = NotReady() if scope["path"] == "/readyz" else ModelUnavailable()
-        return probe.code, str(probe), probe.retry_after
+    if status == 503 and (probe := PROBE_ERRORS.get(scope["path"])):
+        return probe.code, str(probe()), probe.retry_after
     code = CODES.get(status, "INTERNAL" if status >= 500 else "VALIDATION_ERROR")
     if status >= 500:
         return code, INTERNAL_MESSAGE, retry_after
