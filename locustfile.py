@@ -23,7 +23,7 @@ IMAGES: list[bytes] = []
 
 
 @events.init_command_line_parser.add_listener
-def _options(parser) -> None:  # noqa: ANN001
+def _options(parser) -> None:
     parser.add_argument("--cifar10", default=str(DEFAULT_DATA), help="test-jpeg.tar.gz or a folder of JPEGs")
     parser.add_argument("--classify-weight", type=int, default=3, help="weight of the /classify task")
     parser.add_argument("--batch-weight", type=int, default=1, help="weight of the /classify_batch task")
@@ -32,7 +32,7 @@ def _options(parser) -> None:  # noqa: ANN001
 
 
 @events.init.add_listener
-def _load(environment, **_) -> None:  # noqa: ANN001
+def _load(environment, **_) -> None:
     opts = environment.parsed_options
     source = Path(opts.cifar10)
     if source.is_dir():
@@ -60,8 +60,10 @@ class CifarUser(HttpUser):
 
     def classify_batch(self) -> None:
         n = self.environment.parsed_options.batch_size
-        self._post("/classify_batch", [("images", (f"{i}.jpg", img, "image/jpeg")) for i, img in
-                                       enumerate(random.sample(IMAGES, n))])  # fmt: skip
+        self._post(
+            "/classify_batch",
+            [("images", (f"{i}.jpg", img, "image/jpeg")) for i, img in enumerate(random.sample(IMAGES, n))],
+        )
 
     def _post(self, path: str, files: list) -> None:
         with self.client.post(path, files=files, catch_response=True) as response:

@@ -15,7 +15,6 @@ from typing import Annotated
 import aiohttp
 import bentoml
 import numpy as np
-from bentoml._internal.context import server_context
 from bentoml.exceptions import BentoMLException
 from bentoml.validators import ContentType
 from pydantic import Field
@@ -32,6 +31,7 @@ from model_store import (
     read_spec,
     to_predictions,
 )
+from model_store.bentoml_internals import cpu_budget
 from model_store.coalesce import Coalescer
 from model_store.edge import (
     AccessLog,
@@ -48,7 +48,7 @@ from model_store.edge import (
     UploadedForm,
     form_fields,
 )
-from model_store.errors import ApiError, Internal, ModelUnavailable, Overloaded, answers_errors
+from model_store.errors import Internal, ModelUnavailable, Overloaded, answers_errors
 from model_store.evaluation import verdict
 from model_store.logs import configure_logging
 from model_store.schemas import BatchingLimits, InputLimits, MeasuredAccuracy
@@ -57,15 +57,16 @@ from model_store.shutdown import CountCalls, DrainBeforeExit
 settings = Settings()
 configure_logging()
 log = logging.getLogger("pyramidnet")
-API_WORKERS = settings.api_worker_count()
+API_WORKERS = settings.api_worker_count(cpu_budget())
 # BentoML's own traffic timeout answers outside the error contract: the edge's Deadline answers first.
 FRAMEWORK_TIMEOUT_S = settings.timeout_s + 30
 # Images per forward pass. BentoML's bentoml_service_adaptive_batch_size counts the calls it
 # joined, and one call from an API worker carries every request that arrived meanwhile (coalesce.py).
 BATCH_IMAGES = bentoml.metrics.Histogram(
-    name="pyramidnet_batch_images", documentation="images in each forward pass of the model",
+    name="pyramidnet_batch_images",
+    documentation="images in each forward pass of the model",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-)  # fmt: skip
+)
 # The runner's SIGTERM waits for the calls the API workers still send it (see shutdown.py).
 drain = DrainBeforeExit(max_s=settings.timeout_s)
 
@@ -98,13 +99,15 @@ class PyramidNetRunner:
         try:
             classifier = load_classifier(self.model_ref, settings.device, settings.backend, settings.precision)
             meta = classifier.metadata
-            log.info("serving %s (weights from %s, sha256 %s)", classifier.tag, meta.get("source"),
-                     meta.get("source_sha256"))  # fmt: skip
+            log.info(
+                "serving %s (weights from %s, sha256 %s)", classifier.tag, meta.get("source"), meta.get("source_sha256")
+            )
             if warning := verdict(meta, classifier.spec.num_classes)[1]:
                 log.warning("%s: %s", classifier.tag, warning)
             # Every power of two up to the largest batch: the shapes the batcher forms most on a GPU.
-            classifier.warm_up(sorted({1 << i for i in range(settings.max_batch_size.bit_length())}
-                                      | {settings.max_batch_size}))  # fmt: skip
+            classifier.warm_up(
+                sorted({1 << i for i in range(settings.max_batch_size.bit_length())} | {settings.max_batch_size})
+            )
         except Exception as e:
             log.exception("could not load %s", self.model_ref.tag)
             self._load_error = f"{type(e).__name__}: {e}"
@@ -170,10 +173,15 @@ class ClassifyBatchInput(UploadedForm):
     workers=API_WORKERS,
     traffic={"timeout": FRAMEWORK_TIMEOUT_S},
     logging={"access": {"enabled": False}},  # AccessLog writes one JSON line per request instead
-    http={"cors": {"enabled": bool(settings.cors_origins), "access_control_allow_origins": list(settings.cors_origins),
-                   "access_control_allow_methods": ["GET", "POST", "OPTIONS"],
-                   "access_control_allow_headers": ["Authorization", "X-API-Key", "X-Request-ID", "Content-Type"],
-                   "access_control_expose_headers": ["X-Request-ID", "Retry-After"]}},  # fmt: skip
+    http={
+        "cors": {
+            "enabled": bool(settings.cors_origins),
+            "access_control_allow_origins": list(settings.cors_origins),
+            "access_control_allow_methods": ["GET", "POST", "OPTIONS"],
+            "access_control_allow_headers": ["Authorization", "X-API-Key", "X-Request-ID", "Content-Type"],
+            "access_control_expose_headers": ["X-Request-ID", "Retry-After"],
+        }
+    },
 )
 class PyramidNetClassifier:
     """Typed image endpoints: decode and preprocess here, only the float batch goes to the runner."""
@@ -262,7 +270,7 @@ class PyramidNetClassifier:
         does not answer within 2 s is busy or starting, not evidence of a failed load)."""
         try:
             return await asyncio.wait_for(self.runner.to_async.load_error(), timeout=2)
-        except (BentoMLException, aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, BentoMLException, aiohttp.ClientError):
             return ""
 
     async def _predict(self, batch: np.ndarray) -> np.ndarray:
@@ -301,10 +309,23 @@ for middleware, options in [
     (ErrorContract, {}),
     (SecurityHeaders, {"routes": API_ROUTES}),
     (ApiKeys, {"keys": settings.keys()}),
-    (Forms, {"fields": FORM_FIELDS, "max_request_bytes": settings.max_request_bytes,
-             "max_file_bytes": settings.max_file_bytes}),
-    (Admission, {"routes": IMAGE_ROUTES, "budget_s": settings.max_wait_s, "batch_images": settings.max_batch_size,
-                 "ledger": partial(Ledger.for_server, API_WORKERS, lambda: (server_context.worker_index or 1) - 1)}),
+    (
+        Forms,
+        {
+            "fields": FORM_FIELDS,
+            "max_request_bytes": settings.max_request_bytes,
+            "max_file_bytes": settings.max_file_bytes,
+        },
+    ),
+    (
+        Admission,
+        {
+            "routes": IMAGE_ROUTES,
+            "budget_s": settings.max_wait_s,
+            "batch_images": settings.max_batch_size,
+            "ledger": partial(Ledger.for_server, API_WORKERS, lambda: (bentoml.server_context.worker_index or 1) - 1),
+        },
+    ),
     (Deadline, {"routes": IMAGE_ROUTES, "timeout_s": settings.timeout_s}),
-]:  # fmt: skip
+]:
     PyramidNetClassifier.add_asgi_middleware(middleware, **options)

@@ -35,7 +35,10 @@ app = FastAPI(lifespan=lifespan)
 def predict(images: list[Image.Image]) -> list[dict]:
     model = state["model"]
     probabilities, classes = model.predict_proba(preprocess_batch(images, model.spec)), model.spec.classes
-    return [{"label": classes[int(p.argmax())], "probabilities": dict(zip(classes, p.tolist()))} for p in probabilities]
+    return [
+        {"label": classes[int(p.argmax())], "probabilities": dict(zip(classes, p.tolist(), strict=True))}
+        for p in probabilities
+    ]
 
 
 @app.post("/classify")

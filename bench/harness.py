@@ -42,8 +42,10 @@ import httpx
 import numpy as np
 
 from model_store import DEFAULT_MODEL_NAME, Settings, get_model
-from model_store.inference import BACKENDS, choose
-from model_store.store import device_type
+from model_store.bentoml_internals import cpu_budget, is_service_worker
+from model_store.inference import choose
+from model_store.loading import device_type
+from model_store.options import BACKENDS
 
 from . import offline
 from .hey import DEFAULT_DATA, HEADER, load_images, row, run_level
@@ -91,7 +93,7 @@ def cpu_seconds(root: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for pid in tree & processes.keys():
         _, seconds, cmdline = processes[pid]
-        role = "runner" if "pyramidnet_runner" in cmdline else "api" if "_bentoml_impl" in cmdline else "server"
+        role = "runner" if "pyramidnet_runner" in cmdline else "api" if is_service_worker(cmdline) else "server"
         out[role] = out.get(role, 0.0) + seconds
     return out
 
@@ -103,8 +105,9 @@ def serving(cmd: list[str], port: int, env: dict[str, str], log: Path, checkout:
     if checkout != REPO:
         env = {**env, "PYTHONPATH": f"{checkout / 'src'}:{checkout}"}
     with log.open("wb") as out:
-        process = subprocess.Popen(cmd, cwd=checkout, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            cmd, cwd=checkout, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 600
@@ -150,7 +153,7 @@ def load_endpoint(
         r["cores_busy"] = {k: round((v - cpu_before.get(k, 0.0)) / elapsed, 2) for k, v in cpu_after.items()}
         r["design"], r["mean_batch_size"] = design, None
         if before is not None:
-            batched, passes = (a - b for a, b in zip(batch_counters(url), before))
+            batched, passes = (a - b for a, b in zip(batch_counters(url), before, strict=True))
             r["mean_batch_size"] = batched / passes if passes else None
         rows.append(r)
         batch = f"  batch {r['mean_batch_size']:.1f}" if r["mean_batch_size"] else ""
@@ -164,7 +167,7 @@ def hey_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def runs_on(device, backend: str) -> bool:  # noqa: ANN001
+def runs_on(device, backend: str) -> bool:
     try:
         choose(device, backend)
     except ValueError:
@@ -173,8 +176,14 @@ def runs_on(device, backend: str) -> bool:  # noqa: ANN001
 
 
 def environment(args: argparse.Namespace, settings: Settings) -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())  # fmt: skip
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     versions = {name: _version(name) for name in ("torch", "bentoml", "openvino", "onnxruntime", "fastapi", "uvicorn")}
     device = device_type(settings.device)
     return {
@@ -182,11 +191,20 @@ def environment(args: argparse.Namespace, settings: Settings) -> dict:
         "machine": {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "device": str(device)},
         "versions": {"python": platform.python_version(), **versions},
         "model": str(get_model(args.model).tag),
-        "backend": dict(zip(("backend", "precision"), choose(device, settings.backend, settings.precision))),
-        "settings": {"max_batch_size": settings.max_batch_size, "max_latency_ms": settings.max_latency_ms,
-                     "api_workers": settings.api_worker_count()},  # fmt: skip
-        "load": {"concurrency": args.concurrency, "duration_s": args.duration,
-                 "images_per_request": args.images_per_request, "data": str(args.data)},  # fmt: skip
+        "backend": dict(
+            zip(("backend", "precision"), choose(device, settings.backend, settings.precision), strict=True)
+        ),
+        "settings": {
+            "max_batch_size": settings.max_batch_size,
+            "max_latency_ms": settings.max_latency_ms,
+            "api_workers": settings.api_worker_count(cpu_budget()),
+        },
+        "load": {
+            "concurrency": args.concurrency,
+            "duration_s": args.duration,
+            "images_per_request": args.images_per_request,
+            "data": str(args.data),
+        },
     }
 
 
@@ -227,8 +245,21 @@ def summarise(record: dict) -> dict:
 def write(record: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "record.json").write_text(json.dumps(record, indent=2) + "\n")
-    fields = ["design", "endpoint", "concurrency", "images_per_request", "ok_per_s", "images_per_s", "p50_ms",
-              "p95_ms", "p99_ms", "mean_batch_size", "requests", "codes", "cores_busy"]  # fmt: skip
+    fields = [
+        "design",
+        "endpoint",
+        "concurrency",
+        "images_per_request",
+        "ok_per_s",
+        "images_per_s",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "mean_batch_size",
+        "requests",
+        "codes",
+        "cores_busy",
+    ]
     with (out / "record.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fields, extrasaction="ignore")
         writer.writeheader()
@@ -244,25 +275,37 @@ def markdown(record: dict) -> str:
     lines = ["| backend | " + " | ".join(f"batch {n}" for n in sizes) + " |", "| --- |" + " ---: |" * len(sizes)]
     for backend, figures in record["offline"].items():
         lines.append(f"| {backend} | " + " | ".join(f"{figures[n]:.0f}" for n in sizes) + " |")
-    lines += ["", "| endpoint | clients | seed design img/s | p99 ms | service img/s | p99 ms | batch formed |"
-              " speed-up | served / offline | service codes |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-              " ---: | --- |"]  # fmt: skip
+    lines += [
+        "",
+        "| endpoint | clients | seed design img/s | p99 ms | service img/s | p99 ms | batch formed |"
+        " speed-up | served / offline | service codes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     served = {(r["design"], r["endpoint"], r["concurrency"]): r for r in record["served"]}
     for endpoint in ENDPOINTS:
         for c in record["load"]["concurrency"]:
             base, ours = served[("baseline", endpoint, c)], served[("bentoml", endpoint, c)]
             s = record["summary"][f"{endpoint} c={c}"]
             codes = ", ".join(f"{n} × {code}" for code, n in ours["codes"].items())
-            lines.append(f"| `{endpoint}` | {c} | {base['images_per_s']:.1f} | {base['p99_ms']:.0f} | "
-                         f"{ours['images_per_s']:.1f} | {ours['p99_ms']:.0f} | {ours['mean_batch_size'] or 0:.1f} | "
-                         f"{s['speedup']:.2f}× | {s['served_over_offline']:.0%} | {codes} |")  # fmt: skip
+            lines.append(
+                f"| `{endpoint}` | {c} | {base['images_per_s']:.1f} | {base['p99_ms']:.0f} | "
+                f"{ours['images_per_s']:.1f} | {ours['p99_ms']:.0f} | {ours['mean_batch_size'] or 0:.1f} | "
+                f"{s['speedup']:.2f}× | {s['served_over_offline']:.0%} | {codes} |"
+            )
     roles = ("runner", "api", "server", "load generator")
-    lines += ["", "| endpoint | clients | " + " | ".join(roles) + " | all |", "| --- | ---: |" + " ---: |" * (len(roles) + 1)]
+    lines += [
+        "",
+        "| endpoint | clients | " + " | ".join(roles) + " | all |",
+        "| --- | ---: |" + " ---: |" * (len(roles) + 1),
+    ]
     for r in record["served"]:
         if r["design"] == "bentoml":
             busy = r["cores_busy"]
-            lines.append(f"| `{r['endpoint']}` | {r['concurrency']} | " + " | ".join(f"{busy.get(k, 0):.2f}" for k in roles)
-                         + f" | {sum(busy.values()):.2f} |")  # fmt: skip
+            lines.append(
+                f"| `{r['endpoint']}` | {r['concurrency']} | "
+                + " | ".join(f"{busy.get(k, 0):.2f}" for k in roles)
+                + f" | {sum(busy.values()):.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -282,8 +325,14 @@ def plot(record: dict, path: Path) -> None:
             right.plot(c, [r["p99_ms"] for r in rows], style, label=label)
     reference = record["offline_reference"]
     left.axhline(max(record["offline"][reference].values()), color="grey", lw=0.8, ls=":")
-    left.text(record["load"]["concurrency"][0], max(record["offline"][reference].values()), f" offline best ({reference})",
-              va="bottom", fontsize=8, color="grey")  # fmt: skip
+    left.text(
+        record["load"]["concurrency"][0],
+        max(record["offline"][reference].values()),
+        f" offline best ({reference})",
+        va="bottom",
+        fontsize=8,
+        color="grey",
+    )
     left.set(xscale="log", xlabel="concurrent clients", ylabel="images / s", title="Throughput")
     right.set(xscale="log", yscale="log", xlabel="concurrent clients", ylabel="p99 latency (ms)", title="p99 latency")
     for ax in (left, right):
@@ -319,8 +368,10 @@ def main() -> None:
     for backend, precision in runs + ([served] if served not in runs else []):
         figures = offline.measure(args.model, backend, offline.BATCH_SIZES, precision=precision)
         record["offline"][offline_name(backend, precision)] = {str(n): v for n, v in figures.items()}
-        print(f"{offline_name(backend, precision):<14}" + "".join(f"{n:>6}: {v:>6.1f}" for n, v in figures.items()),
-              flush=True)  # fmt: skip
+        print(
+            f"{offline_name(backend, precision):<14}" + "".join(f"{n:>6}: {v:>6.1f}" for n, v in figures.items()),
+            flush=True,
+        )
 
     images = load_images(args.data)
     env = {"PYRAMIDNET_MODEL": record["model"]}

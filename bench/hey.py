@@ -38,19 +38,45 @@ def load_images(archive: Path = DEFAULT_DATA, limit: int = 64) -> list[bytes]:
 
 
 def multipart(field: str, images: list[bytes]) -> bytes:
-    parts = [f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field}"; filename="{i}.jpg"\r\n'
-             f"Content-Type: image/jpeg\r\n\r\n".encode() + image + b"\r\n" for i, image in enumerate(images)]  # fmt: skip
+    parts = [
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field}"; filename="{i}.jpg"\r\n'
+        f"Content-Type: image/jpeg\r\n\r\n".encode()
+        + image
+        + b"\r\n"
+        for i, image in enumerate(images)
+    ]
     return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
 
 
-def hey(url: str, body: Path, concurrency: int, *, duration: float | None = None, requests: int | None = None) -> list[tuple[float, int]]:
+def hey(
+    url: str, body: Path, concurrency: int, *, duration: float | None = None, requests: int | None = None
+) -> list[tuple[float, int]]:
     """(seconds, status) of every request hey sent: for `duration` seconds, or `requests` in all."""
     if shutil.which("hey") is None:
         raise SystemExit("bench: hey is not installed: apt-get install hey")
     amount = ["-z", f"{duration}s"] if duration is not None else ["-n", str(requests)]
-    out = subprocess.run(["hey", *amount, "-c", str(concurrency), "-t", "120", "-m", "POST", "-D", str(body),
-                          "-T", f"multipart/form-data; boundary={BOUNDARY}", "-o", "csv", url],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [
+            "hey",
+            *amount,
+            "-c",
+            str(concurrency),
+            "-t",
+            "120",
+            "-m",
+            "POST",
+            "-D",
+            str(body),
+            "-T",
+            f"multipart/form-data; boundary={BOUNDARY}",
+            "-o",
+            "csv",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [(float(r["response-time"]), int(r["status-code"])) for r in csv.DictReader(io.StringIO(out))]
 
 
@@ -66,8 +92,16 @@ def summarise(results: list[tuple[float, int]], seconds: float, images_per_reque
     }
 
 
-def run_level(url: str, images: list[bytes], concurrency: int, *, endpoint: str = "/classify",
-              per_request: int = 1, duration: float = 10.0, warmup: float = 2.0) -> dict:  # fmt: skip
+def run_level(
+    url: str,
+    images: list[bytes],
+    concurrency: int,
+    *,
+    endpoint: str = "/classify",
+    per_request: int = 1,
+    duration: float = 10.0,
+    warmup: float = 2.0,
+) -> dict:
     """One concurrency level against `url + endpoint`: a warm-up, then `duration` measured seconds."""
     field = "image" if endpoint == "/classify" else "images"
     with tempfile.NamedTemporaryFile(suffix=".multipart") as body:
@@ -76,8 +110,12 @@ def run_level(url: str, images: list[bytes], concurrency: int, *, endpoint: str 
         if warmup:
             hey(url + endpoint, Path(body.name), concurrency, duration=warmup)
         results = hey(url + endpoint, Path(body.name), concurrency, duration=duration)
-    return {"endpoint": endpoint, "concurrency": concurrency, "images_per_request": per_request,
-            **summarise(results, duration, per_request)}  # fmt: skip
+    return {
+        "endpoint": endpoint,
+        "concurrency": concurrency,
+        "images_per_request": per_request,
+        **summarise(results, duration, per_request),
+    }
 
 
 def row(r: dict) -> str:
@@ -85,8 +123,10 @@ def row(r: dict) -> str:
         return f"{v:>8.0f}" if v is not None else f"{'-':>8}"
 
     codes = ", ".join(f"{n} x {code}" for code, n in r["codes"].items())
-    return (f"{r['endpoint']:<16}{r['concurrency']:>5}{r['ok_per_s']:>8.1f}{r['images_per_s']:>8.1f}"
-            f"{ms(r['p50_ms'])}{ms(r['p95_ms'])}{ms(r['p99_ms'])}  {codes}")  # fmt: skip
+    return (
+        f"{r['endpoint']:<16}{r['concurrency']:>5}{r['ok_per_s']:>8.1f}{r['images_per_s']:>8.1f}"
+        f"{ms(r['p50_ms'])}{ms(r['p95_ms'])}{ms(r['p99_ms'])}  {codes}"
+    )
 
 
 def main() -> None:
@@ -102,8 +142,14 @@ def main() -> None:
     per_request = 1 if args.endpoint == "/classify" else args.images_per_request
     print(HEADER)
     for level in args.concurrency:
-        print(row(run_level(args.url, images, level, endpoint=args.endpoint, per_request=per_request,
-                            duration=args.duration)), flush=True)  # fmt: skip
+        print(
+            row(
+                run_level(
+                    args.url, images, level, endpoint=args.endpoint, per_request=per_request, duration=args.duration
+                )
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def script(name: str) -> types.ModuleType:
     return module
 
 
-def probabilities(run, images: np.ndarray) -> np.ndarray:  # noqa: ANN001
+def probabilities(run, images: np.ndarray) -> np.ndarray:
     return softmax(np.concatenate([run(images[i : i + 64]) for i in range(0, len(images), 64)]))
 
 
@@ -73,16 +73,21 @@ def main() -> None:
         "1,000, defaults": (calibration_pool[:1000], {}),
         f"{size}, mixed preset": (first, {"preset": nncf.QuantizationPreset.MIXED}),
         f"{size}, full bias correction": (first, {"fast_bias_correction": False}),
-        "1,000, mixed, full bias correction": (calibration_pool[:1000], {"preset": nncf.QuantizationPreset.MIXED,
-                                                                          "fast_bias_correction": False}),
-    }  # fmt: skip
+        "1,000, mixed, full bias correction": (
+            calibration_pool[:1000],
+            {"preset": nncf.QuantizationPreset.MIXED, "fast_bias_correction": False},
+        ),
+    }
 
     xml = Path(bentoml.models.get(args.model).path_of(IR_DIR)) / IR_FILES["fp32"]
     sets = {"hold-out": normalize(x[holdout], spec), "5,000 training": normalize(x[checked], spec)}
     fp32 = compile_ir(xml, "fp32")
     reference = {name: probabilities(fp32, images) for name, images in sets.items()}
     print(f"fp32 top-1 on the hold-out: {percent(reference['hold-out'].argmax(1) == y[holdout])} %\n")
-    print("| setting | hold-out top-1 % | agreement % | max abs Δp | 5,000 training: agreement % | mean abs Δp | seconds |")
+    print(
+        "| setting | hold-out top-1 % | agreement % | max abs Δp "
+        "| 5,000 training: agreement % | mean abs Δp | seconds |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     graph = openvino.Core().read_model(xml)
     for name, (chosen, options) in settings.items():
@@ -96,9 +101,12 @@ def main() -> None:
             p = {name: probabilities(int8, images) for name, images in sets.items()}
         held, ref_held = p["hold-out"], reference["hold-out"]
         train_p, ref_train = p["5,000 training"], reference["5,000 training"]
-        print(f"| {name} | {percent(held.argmax(1) == y[holdout])} | {percent(held.argmax(1) == ref_held.argmax(1))} "
-              f"| {np.abs(held - ref_held).max():.3f} | {percent(train_p.argmax(1) == ref_train.argmax(1))} "
-              f"| {np.abs(train_p - ref_train).mean():.4f} | {time.monotonic() - start:.0f} |", flush=True)  # fmt: skip
+        print(
+            f"| {name} | {percent(held.argmax(1) == y[holdout])} | {percent(held.argmax(1) == ref_held.argmax(1))} "
+            f"| {np.abs(held - ref_held).max():.3f} | {percent(train_p.argmax(1) == ref_train.argmax(1))} "
+            f"| {np.abs(train_p - ref_train).mean():.4f} | {time.monotonic() - start:.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ class PyramidNetAPI(ls.LitAPI):
 
     def encode_response(self, p) -> dict:
         classes = self.model.spec.classes
-        return {"label": classes[int(p.argmax())], "probabilities": dict(zip(classes, p.tolist()))}
+        return {"label": classes[int(p.argmax())], "probabilities": dict(zip(classes, p.tolist(), strict=True))}
 
 
 def main() -> None:

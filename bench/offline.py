@@ -19,8 +19,9 @@ import numpy as np
 
 from model_store import DEFAULT_MODEL_NAME, load_classifier
 from model_store.imaging import normalize
-from model_store.inference import BACKENDS, PRECISIONS, choose
+from model_store.inference import choose
 from model_store.openvino_ir import cpu_threads
+from model_store.options import BACKENDS, PRECISIONS
 
 from .hey import DEFAULT_DATA  # the same data folder as the load runs
 
@@ -34,8 +35,9 @@ def real_batch(n: int, spec) -> np.ndarray:
     return normalize(images[np.arange(n) % len(images)], spec)
 
 
-def throughput(run: Callable[[np.ndarray], object], batch: np.ndarray, seconds: float,
-               rounds: int = 3) -> tuple[float, float]:  # fmt: skip
+def throughput(
+    run: Callable[[np.ndarray], object], batch: np.ndarray, seconds: float, rounds: int = 3
+) -> tuple[float, float]:
     """(images/s, CPU ms per image of this process) of `run(batch)` after a warm-up call: the best of
     `rounds` timed rounds that share `seconds`."""
     run(batch)  # compile / warm up this shape
@@ -51,8 +53,9 @@ def throughput(run: Callable[[np.ndarray], object], batch: np.ndarray, seconds: 
     return best
 
 
-def measure(model: str, backend: str, batch_sizes=BATCH_SIZES, seconds: float = 3.0,
-            precision: str = "fp32") -> dict[int, float]:  # fmt: skip
+def measure(
+    model: str, backend: str, batch_sizes=BATCH_SIZES, seconds: float = 3.0, precision: str = "fp32"
+) -> dict[int, float]:
     """{batch size: images per second} for one backend and precision on the CPU (or `auto` device)."""
     classifier = load_classifier(model, "auto", backend=backend, precision=precision)
     return {n: throughput(classifier.predict_proba, real_batch(n, classifier.spec), seconds)[0] for n in batch_sizes}
@@ -75,7 +78,10 @@ def main() -> None:
             except ValueError:
                 continue  # not a combination that runs on the CPU
             figures = measure(args.model, backend, args.batch_sizes, args.seconds, precision)
-            print(f"{backend + ' ' + precision:<16}" + "".join(f"{figures[n]:>8.1f}" for n in args.batch_sizes), flush=True)
+            print(
+                f"{backend + ' ' + precision:<16}" + "".join(f"{figures[n]:>8.1f}" for n in args.batch_sizes),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

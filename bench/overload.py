@@ -49,10 +49,18 @@ def main() -> None:
     parser.add_argument("--storm-clients", type=int, default=256)
     parser.add_argument("--storm-seconds", type=float, default=30.0)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"],
-                        help="served and offline; auto: the service's default on this CPU")
-    parser.add_argument("--checkout", type=Path, default=REPO,
-                        help="serve this checkout's service instead (the peers and the offline figure stay ours)")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "int8"],
+        help="served and offline; auto: the service's default on this CPU",
+    )
+    parser.add_argument(
+        "--checkout",
+        type=Path,
+        default=REPO,
+        help="serve this checkout's service instead (the peers and the offline figure stay ours)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     checkout = args.checkout.resolve()
@@ -78,8 +86,9 @@ def main() -> None:
         before = cpu_seconds(group)
         record["capacity"] = run_level(url, images, 32, duration=args.seconds, warmup=0)
         used, answered = cpu_seconds(group), record["capacity"]["requests"]
-        record["capacity"]["cpu_ms_per_request"] = {role: round((used[role] - before.get(role, 0)) / answered * 1000, 2)
-                                                    for role in used}  # fmt: skip
+        record["capacity"]["cpu_ms_per_request"] = {
+            role: round((used[role] - before.get(role, 0)) / answered * 1000, 2) for role in used
+        }
         print(row(record["capacity"]) + f"  CPU ms/request {record['capacity']['cpu_ms_per_request']}", flush=True)
 
         stop, readyz = threading.Event(), []

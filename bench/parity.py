@@ -33,10 +33,14 @@ def main() -> None:
             tar.extractall(tmp, filter="data")
         paths = sorted(Path(tmp).glob("test/*/*.jpg"))[:: max(1, 10_000 // args.images)][: args.images]
         offline = load_classifier(args.model, device="cpu")
-        expected = np.concatenate([
-            offline.predict_proba(preprocess_batch([decode_image(p, max_pixels=10**6) for p in paths[i : i + 64]], offline.spec))
-            for i in range(0, len(paths), 64)
-        ])  # fmt: skip
+        expected = np.concatenate(
+            [
+                offline.predict_proba(
+                    preprocess_batch([decode_image(p, max_pixels=10**6) for p in paths[i : i + 64]], offline.spec)
+                )
+                for i in range(0, len(paths), 64)
+            ]
+        )
         with bentoml.SyncHTTPClient(args.url, timeout=300) as client:
             results = [r for i in range(0, len(paths), 64) for r in client.classify_batch(images=paths[i : i + 64])]
 

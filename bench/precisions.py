@@ -89,15 +89,21 @@ def main() -> None:
         with serving(command("service", port), port, env, logs / f"service-{precision}.log") as (url, _):
             row["ready_s"] = round(time.monotonic() - started, 1)
             served = run_level(url, images, 32, duration=args.seconds)
-        row |= {"served_images_per_s": served["images_per_s"], "served_p99_ms": served["p99_ms"],
-                "served_codes": served["codes"]}  # fmt: skip
+        row |= {
+            "served_images_per_s": served["images_per_s"],
+            "served_p99_ms": served["p99_ms"],
+            "served_codes": served["codes"],
+        }
         print(json.dumps({precision: row}), flush=True)
 
     port = free_port()
     with serving(command("litserve", port), port, {"PYRAMIDNET_MODEL": args.model}, logs / "litserve.log") as (url, _):
         litserve = run_level(url, images, 32, duration=args.seconds)
-    record["litserve"] = {"served_images_per_s": litserve["images_per_s"], "served_p99_ms": litserve["p99_ms"],
-                          "served_codes": litserve["codes"]}  # fmt: skip
+    record["litserve"] = {
+        "served_images_per_s": litserve["images_per_s"],
+        "served_p99_ms": litserve["p99_ms"],
+        "served_codes": litserve["codes"],
+    }
     table = record["precisions"]
     for row in table.values():
         row["served_over_offline"] = round(row["served_images_per_s"] / row["offline_images_per_s"], 3)
@@ -106,14 +112,18 @@ def main() -> None:
 
     images_seen = table["fp32"]["images"]
     print(f"\n{images_seen:,} test JPEGs; served: 32 hey clients on /classify for {args.seconds:.0f} s\n")
-    print("| precision | top-1 % | agreement with fp32 % | max abs dp vs fp32 | offline img/s (batch 16) "
-          "| served img/s | p99 ms | served / offline | served / LitServe | ready s |")  # fmt: skip
+    print(
+        "| precision | top-1 % | agreement with fp32 % | max abs dp vs fp32 | offline img/s (batch 16) "
+        "| served img/s | p99 ms | served / offline | served / LitServe | ready s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for precision, r in table.items():
-        print(f"| {precision} | {r['top1']:.2f} | {r['agreement_with_fp32']:.2f} | {r['max_abs_dp_vs_fp32']:.2g} "
-              f"| {r['offline_images_per_s']:.0f} | {r['served_images_per_s']:.0f} | {r['served_p99_ms']:.0f} "
-              f"| {r['served_over_offline']:.0%} | {r['served_over_litserve']:.2f}x "
-              f"| {r['ready_s']:.1f} |")  # fmt: skip
+        print(
+            f"| {precision} | {r['top1']:.2f} | {r['agreement_with_fp32']:.2f} | {r['max_abs_dp_vs_fp32']:.2g} "
+            f"| {r['offline_images_per_s']:.0f} | {r['served_images_per_s']:.0f} | {r['served_p99_ms']:.0f} "
+            f"| {r['served_over_offline']:.0%} | {r['served_over_litserve']:.2f}x "
+            f"| {r['ready_s']:.1f} |"
+        )
     print(f"| LitServe, eager fp32 | | | | | {litserve['images_per_s']:.0f} | {litserve['p99_ms']:.0f} | | | |")
     rule = f"the fastest served within {TOLERANCE_PP} pp of fp32's top-1"
     print(f"\ndefault by the rule ({rule}): {record['default_by_rule']}")

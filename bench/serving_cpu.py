@@ -42,7 +42,10 @@ def measure(spec: str, images: list[bytes], args: argparse.Namespace, logs: Path
     checkout, env = parse(spec)
     port = free_port()
     log = logs / f"serve-{port}.log"
-    with serving(command("service", port), port, {"PYRAMIDNET_MODEL": args.model, **env}, log, checkout) as (url, group):
+    with serving(command("service", port), port, {"PYRAMIDNET_MODEL": args.model, **env}, log, checkout) as (
+        url,
+        group,
+    ):
         run_level(url, images, args.clients, duration=2, warmup=0)
         batches, cpu, load = batch_counters(url), cpu_seconds(group), hey_cpu_seconds()
         start = time.perf_counter()
@@ -50,12 +53,17 @@ def measure(spec: str, images: list[bytes], args: argparse.Namespace, logs: Path
         elapsed = time.perf_counter() - start
         used = {role: seconds - cpu.get(role, 0.0) for role, seconds in cpu_seconds(group).items()}
         used["load generator"] = hey_cpu_seconds() - load
-        formed, passes = (after - before for after, before in zip(batch_counters(url), batches))
+        formed, passes = (after - before for after, before in zip(batch_counters(url), batches, strict=True))
     used["idle"] = max(0.0, len(os.sched_getaffinity(0)) * elapsed - sum(used.values()))
     requests = level["requests"]
-    return {"config": spec or "shipped", "images_per_s": level["images_per_s"], "p99_ms": level["p99_ms"],
-            "codes": level["codes"], "images_per_forward": round(formed / passes, 2) if passes else None,
-            "cpu_ms_per_request": {role: round(used.get(role, 0.0) / requests * 1000, 2) for role in ROLES}}  # fmt: skip
+    return {
+        "config": spec or "shipped",
+        "images_per_s": level["images_per_s"],
+        "p99_ms": level["p99_ms"],
+        "codes": level["codes"],
+        "images_per_forward": round(formed / passes, 2) if passes else None,
+        "cpu_ms_per_request": {role: round(used.get(role, 0.0) / requests * 1000, 2) for role in ROLES},
+    }
 
 
 def main() -> None:
@@ -80,13 +88,22 @@ def main() -> None:
                 r = measure(spec, images, args, Path(logs))
                 rows.append(r)
                 cpu = " | ".join(f"{r['cpu_ms_per_request'][role]:.2f}" for role in ROLES)
-                print(f"| {r['config']} | {r['images_per_s']:.0f} | {r['p99_ms']:.0f} | {r['images_per_forward']} | {cpu} |",
-                      flush=True)  # fmt: skip
-    print("\nmedian img/s: " + ", ".join(
-        f"{spec or 'shipped'} {statistics.median(r['images_per_s'] for r in rows if r['config'] == (spec or 'shipped')):.0f}"
-        for spec in args.configs))  # fmt: skip
+                print(
+                    f"| {r['config']} | {r['images_per_s']:.0f} | {r['p99_ms']:.0f} "
+                    f"| {r['images_per_forward']} | {cpu} |",
+                    flush=True,
+                )
+    print(
+        "\nmedian img/s: "
+        + ", ".join(
+            f"{name} {statistics.median(r['images_per_s'] for r in rows if r['config'] == name):.0f}"
+            for name in (spec or "shipped" for spec in args.configs)
+        )
+    )
     if args.out:
-        args.out.write_text(json.dumps({"clients": args.clients, "seconds": args.seconds, "runs": rows}, indent=2) + "\n")
+        args.out.write_text(
+            json.dumps({"clients": args.clients, "seconds": args.seconds, "runs": rows}, indent=2) + "\n"
+        )
 
 
 if __name__ == "__main__":

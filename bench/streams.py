@@ -46,9 +46,19 @@ def main() -> None:
     xml, threads = ir_path(model.path, args.precision), cpu_threads()
     images = np.load(DEFAULT_DATA.parent / "test-exact-first1017.npz")["images"][: args.batch]
     batch = normalize(images, read_spec(model))
-    latency = openvino.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": PLANS[args.precision][1],
-                                                          "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})  # fmt: skip
-    runtimes = {"latency build": lambda b: latency.infer_new_request({0: b}), "split (served)": compile_ir(xml, args.precision)}
+    latency = openvino.Core().compile_model(
+        xml,
+        "CPU",
+        {
+            "INFERENCE_PRECISION_HINT": PLANS[args.precision][1],
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",
+        },
+    )
+    runtimes = {
+        "latency build": lambda b: latency.infer_new_request({0: b}),
+        "split (served)": compile_ir(xml, args.precision),
+    }
     print(f"{model.tag} {args.precision}, batch {args.batch}, {threads} threads")
     print(f"{'busy beside':<14}" + "".join(f"{name + ' img/s':>22}{'CPU ms/img':>12}" for name in runtimes))
     for duty in args.duty:

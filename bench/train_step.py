@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from model_store import ModelSpec
+from model_store.architecture import from_spec
 from model_store.openvino_ir import native_bf16
 
 SETTINGS = {
@@ -29,7 +30,7 @@ SETTINGS = {
 
 def images_per_second(amp, memory_format: torch.memory_format, batch_size: int, steps: int) -> float:
     torch.manual_seed(0)
-    model = ModelSpec().build().to(memory_format=memory_format).train()
+    model = from_spec(ModelSpec()).to(memory_format=memory_format).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     x = torch.randn(batch_size, 3, 32, 32).contiguous(memory_format=memory_format)
     y = torch.randint(0, 10, (batch_size,))

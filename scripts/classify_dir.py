@@ -201,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=2, help="requests in flight (default: %(default)s)")
     parser.add_argument("--max-retries", type=int, default=8, help="retries of a shed request")
     parser.add_argument("--api-key", default=os.environ.get("PYRAMIDNET_API_KEY"), help="or PYRAMIDNET_API_KEY")
-    parser.add_argument("--wait-ready", type=float, default=30, help="seconds to wait for /readyz (default: %(default)s)")
+    parser.add_argument(
+        "--wait-ready", type=float, default=30, help="seconds to wait for /readyz (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
 
     if not args.folder.is_dir():
@@ -218,8 +220,11 @@ def main(argv: list[str] | None = None) -> int:
         if str(path) not in results.done:
             results.write(path, None, why)
     todo = [p for p in images if str(p) not in results.done]
-    print(f"{len(images)} images under {args.folder}; {len(images) - len(todo)} already in {args.output}; "
-          f"{len(unreadable)} unreadable", file=sys.stderr)  # fmt: skip
+    print(
+        f"{len(images)} images under {args.folder}; {len(images) - len(todo)} already in {args.output}; "
+        f"{len(unreadable)} unreadable",
+        file=sys.stderr,
+    )
 
     classifier = Classifier(args.url, args.api_key, args.max_retries)
     labels: Counter[str] = Counter()
@@ -246,8 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         results.close()
 
     elapsed = time.perf_counter() - start
-    print(f"classified {sum(labels.values())} in {elapsed:.1f} s ({sum(labels.values()) / max(elapsed, 1e-9):.1f} img/s), "
-          f"{failures} failed, {len(unreadable)} unreadable, {classifier.retries} retries after shedding", file=sys.stderr)  # fmt: skip
+    done = sum(labels.values())
+    print(
+        f"classified {done} in {elapsed:.1f} s ({done / max(elapsed, 1e-9):.1f} img/s), "
+        f"{failures} failed, {len(unreadable)} unreadable, {classifier.retries} retries after shedding",
+        file=sys.stderr,
+    )
     for label, count in labels.most_common():
         print(f"  {label:<12} {count}", file=sys.stderr)
     return 0 if failures == 0 and not unreadable else 1

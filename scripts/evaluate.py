@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import sys
@@ -27,27 +28,32 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from tqdm import tqdm
 
-from model_store import Classifier, ModelSpec, load_classifier  # noqa: E402
-from model_store.backends import torch_classifier  # noqa: E402
-from model_store.checkpoint import read_checkpoint  # noqa: E402
-from model_store.evaluation import labelled_images, probabilities  # noqa: E402
-from model_store.registry import build_network  # noqa: E402
+from model_store import Classifier, ModelSpec, load_classifier
+from model_store.backends import torch_classifier
+from model_store.checkpoint import build_network, read_checkpoint
+from model_store.evaluation import labelled_images, probabilities
 
 ECE_BINS = 15
 CARD_BEGIN = "<!-- model card: written by scripts/evaluate.py --card; edit there, not here -->"
 CARD_END = "<!-- end of model card -->"
 FACTS = [  # (row, metadata key): what scripts/ship_weights.py recorded about the weights
-    ("weights", "source"), ("sha256", "source_sha256"), ("final weights or their EMA (by hold-out top-1)", "weights"),
-    ("epochs", "epochs"), ("training command", "training_command"),
-    ("training wall time (h, any pauses included)", "train_wall_time_h"), ("training images/s", "train_images_per_s"),
-    ("hardware", "hardware"), ("data", "data"), ("hold-out top-1 (%)", "holdout_top1"),
+    ("weights", "source"),
+    ("sha256", "source_sha256"),
+    ("final weights or their EMA (by hold-out top-1)", "weights"),
+    ("epochs", "epochs"),
+    ("training command", "training_command"),
+    ("training wall time (h, any pauses included)", "train_wall_time_h"),
+    ("training images/s", "train_images_per_s"),
+    ("hardware", "hardware"),
+    ("data", "data"),
+    ("hold-out top-1 (%)", "holdout_top1"),
     ("top-1 on the 1,017 exact test images (%)", "test_top1_exact"),
     ("top-1 on the JPEGs of those 1,017 (%)", "test_top1_exact_as_jpeg"),
-]  # fmt: skip
+]
 
 
 def classifier_from_checkpoint(path: Path, device: str) -> Classifier:
@@ -75,13 +81,20 @@ def calibration(probs: np.ndarray, labels: np.ndarray) -> tuple[float, list[dict
     correct = probs.argmax(1) == labels
     edges = np.linspace(0, 1, ECE_BINS + 1)
     bins, ece = [], 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         members = (confidence > lo) & (confidence <= hi)
         if members.any():
             accuracy, mean_conf = correct[members].mean(), confidence[members].mean()
             ece += members.mean() * abs(accuracy - mean_conf)
-            bins.append({"low": lo, "high": hi, "count": int(members.sum()), "accuracy": float(accuracy),
-                         "confidence": float(mean_conf)})  # fmt: skip
+            bins.append(
+                {
+                    "low": lo,
+                    "high": hi,
+                    "count": int(members.sum()),
+                    "accuracy": float(accuracy),
+                    "confidence": float(mean_conf),
+                }
+            )
     return float(ece), bins
 
 
@@ -92,8 +105,15 @@ def plot_confusion(matrix: np.ndarray, classes: tuple[str, ...], path: Path, tit
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     for (row, col), count in np.ndenumerate(matrix):
-        ax.text(col, row, str(count), ha="center", va="center", fontsize=7,
-                color="white" if shown[row, col] > 0.5 else "black")  # fmt: skip
+        ax.text(
+            col,
+            row,
+            str(count),
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if shown[row, col] > 0.5 else "black",
+        )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
@@ -125,15 +145,22 @@ def card(report: dict, metadata: dict, classes: tuple[str, ...], figures: Path, 
     matrix = np.array(report["confusion"])
     rows = [f"| {name} | {str(metadata[key]).replace('|', '/')} |" for name, key in FACTS if key in metadata]
     folder = Path(report["folder"]).name
-    lines = [f"Model `{report['model']}`, evaluated on {report['images']:,} labelled images (`{folder}/<class>/`) "
-             f"on {datetime.date.today()}.", "",
-             "| | |", "|---|---|", *rows,
-             f"| top-1, offline (%) | **{report['top1']:.2f}** ({report['runs_as']}) |",
-             f"| expected calibration error (%) | {report['ece'] * 100:.2f} ({ECE_BINS} bins) |"]  # fmt: skip
+    lines = [
+        f"Model `{report['model']}`, evaluated on {report['images']:,} labelled images (`{folder}/<class>/`) "
+        f"on {datetime.date.today()}.",
+        "",
+        "| | |",
+        "|---|---|",
+        *rows,
+        f"| top-1, offline (%) | **{report['top1']:.2f}** ({report['runs_as']}) |",
+        f"| expected calibration error (%) | {report['ece'] * 100:.2f} ({ECE_BINS} bins) |",
+    ]
     if service := report.get("service"):
-        lines += [f"| top-1, served (%) | **{service['top1']:.2f}** (`/classify_batch`, generated client) |",
-                  f"| served vs offline | top-1 agreement {service['top1_agreement']:.2f} %, largest probability "
-                  f"difference {service['max_abs_probability_difference']:.2g} |"]  # fmt: skip
+        lines += [
+            f"| top-1, served (%) | **{service['top1']:.2f}** (`/classify_batch`, generated client) |",
+            f"| served vs offline | top-1 agreement {service['top1_agreement']:.2f} %, largest probability "
+            f"difference {service['max_abs_probability_difference']:.2g} |",
+        ]
     lines += ["", "| class | top-1 (%) | most often taken for |", "|---|---|---|"]
     for i, name in enumerate(classes):
         errors = matrix[i].copy()
@@ -144,34 +171,48 @@ def card(report: dict, metadata: dict, classes: tuple[str, ...], figures: Path, 
     if record := report.get("precisions"):
         lines += precision_table(record)
     link = Path(os.path.relpath(figures, home))
-    lines += ["", f"![confusion matrix]({link / 'confusion.png'})",
-              f"![reliability diagram]({link / 'reliability.png'})", ""]  # fmt: skip
+    lines += [
+        "",
+        f"![confusion matrix]({link / 'confusion.png'})",
+        f"![reliability diagram]({link / 'reliability.png'})",
+        "",
+    ]
     confusions = matrix + matrix.T
     np.fill_diagonal(confusions, 0)
     a, b = np.unravel_index(confusions.argmax(), confusions.shape)
     weakest = min(report["per_class"], key=report["per_class"].get)
-    lines += ["Known limits:", "",
-              f"- The weakest class is {weakest} ({report['per_class'][weakest]:.2f} %); the pair most often "
-              f"confused is {classes[a]} and {classes[b]} ({confusions[a, b]} of {report['images']:,} images).",
-              "- It knows only the ten CIFAR-10 classes: any other picture is given one of them, often with high "
-              "confidence. There is no 'none of these' answer.",
-              "- It was trained and measured on 32x32 images. Larger images are resized to 32x32 first; accuracy on "
-              "them, and on photographs unlike CIFAR-10's, was not measured.",
-              "- The CIFAR-10 test JPEGs are lossy copies of the originals (mean absolute pixel error about 5.8/255); "
-              "figures on pixel-exact images and on their JPEGs, where the weights record them, are in the table above."]  # fmt: skip
+    lines += [
+        "Known limits:",
+        "",
+        f"- The weakest class is {weakest} ({report['per_class'][weakest]:.2f} %); the pair most often "
+        f"confused is {classes[a]} and {classes[b]} ({confusions[a, b]} of {report['images']:,} images).",
+        "- It knows only the ten CIFAR-10 classes: any other picture is given one of them, often with high "
+        "confidence. There is no 'none of these' answer.",
+        "- It was trained and measured on 32x32 images. Larger images are resized to 32x32 first; accuracy on "
+        "them, and on photographs unlike CIFAR-10's, was not measured.",
+        "- The CIFAR-10 test JPEGs are lossy copies of the originals (mean absolute pixel error about 5.8/255); "
+        "figures on pixel-exact images and on their JPEGs, where the weights record them, are in the table above.",
+    ]
     return "\n".join(lines)
 
 
 def precision_table(record: dict) -> list[str]:
     """bench.precisions' record as the card's table of CPU precisions."""
-    lines = ["", f"On the CPU (OpenVINO; `python -m bench.precisions`, {record['precisions']['fp32']['images']:,} test "
-             f"JPEGs, 32 clients on `/classify`, 2 cores), the default is the fastest served precision within 0.1 pp "
-             f"of fp32's top-1: **{record['default_by_rule']}**.", "",
-             "| precision | top-1 (%) | agreement with fp32 (%) | largest probability difference | offline img/s | "
-             "served img/s | served p99 ms |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "",
+        f"On the CPU (OpenVINO; `python -m bench.precisions`, {record['precisions']['fp32']['images']:,} test "
+        f"JPEGs, 32 clients on `/classify`, 2 cores), the default is the fastest served precision within 0.1 pp "
+        f"of fp32's top-1: **{record['default_by_rule']}**.",
+        "",
+        "| precision | top-1 (%) | agreement with fp32 (%) | largest probability difference | offline img/s | "
+        "served img/s | served p99 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in record["precisions"].items():
-        lines.append(f"| {name} | {r['top1']:.2f} | {r['agreement_with_fp32']:.2f} | {r['max_abs_dp_vs_fp32']:.2g} | "
-                     f"{r['offline_images_per_s']:.0f} | {r['served_images_per_s']:.0f} | {r['served_p99_ms']:.0f} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {r['top1']:.2f} | {r['agreement_with_fp32']:.2f} | {r['max_abs_dp_vs_fp32']:.2g} | "
+            f"{r['offline_images_per_s']:.0f} | {r['served_images_per_s']:.0f} | {r['served_p99_ms']:.0f} |"
+        )
     return lines
 
 
@@ -201,8 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.card and not all(marker in args.card.read_text() for marker in (CARD_BEGIN, CARD_END)):
         parser.error(f"{args.card} has no model card markers: {CARD_BEGIN} ... {CARD_END}")
 
-    model = (classifier_from_checkpoint(args.checkpoint, args.device) if args.checkpoint
-             else load_classifier(args.model, args.device, precision=args.precision))  # fmt: skip
+    model = (
+        classifier_from_checkpoint(args.checkpoint, args.device)
+        if args.checkpoint
+        else load_classifier(args.model, args.device, precision=args.precision)
+    )
     paths, labels = labelled_images(args.images, model.spec.classes, args.limit_per_class)
     offline = probabilities(model, paths)
     predicted = offline.argmax(1)
@@ -244,8 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {c:<12} {acc:6.2f} %")
     if args.url:
         s = report["service"]
-        print(f"service   top-1 {s['top1']:.2f} %, agreement {s['top1_agreement']:.2f} %, "
-              f"max |delta p| {s['max_abs_probability_difference']:.3g}")  # fmt: skip
+        print(
+            f"service   top-1 {s['top1']:.2f} %, agreement {s['top1_agreement']:.2f} %, "
+            f"max |delta p| {s['max_abs_probability_difference']:.3g}"
+        )
     print(f"wrote     {args.out_dir}/confusion.png, reliability.png, report.json", file=sys.stderr)
     if args.card:
         write_card(args.card, card(report, model.metadata, classes, args.out_dir, args.card.parent))

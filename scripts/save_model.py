@@ -29,10 +29,9 @@ from bentoml.exceptions import BentoMLException
 
 from model_store import DEFAULT_MODEL_NAME, ModelSpec, decode_image, preprocess_batch
 from model_store.backends import torch_classifier
-from model_store.checkpoint import read_checkpoint
+from model_store.checkpoint import build_network, read_checkpoint
 from model_store.evaluation import labelled_images, measure, verdict
-from model_store.registry import build_network, embedded_default, register
-
+from model_store.registry import embedded_default, register
 
 CALIBRATION_PER_CLASS = 30  # 300 CIFAR-10 images: NNCF's default calibration size
 MAX_PIXELS = 10**8
@@ -47,35 +46,59 @@ def _label(text: str) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, help="raw state_dict or {'model_state_dict': ...} file; "
-                        "default: the embedded default model")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="raw state_dict or {'model_state_dict': ...} file; default: the embedded default model",
+    )
     parser.add_argument("--name", default=DEFAULT_MODEL_NAME, help="model store name (default: %(default)s)")
-    parser.add_argument("--label", type=_label, action="append", default=[], metavar="KEY=VALUE",
-                        help="model store label; repeatable")
+    parser.add_argument(
+        "--label", type=_label, action="append", default=[], metavar="KEY=VALUE", help="model store label; repeatable"
+    )
     parser.add_argument("--eval-images", type=Path, metavar="DIR", help="measure top-1 on DIR/<class>/* first")
-    parser.add_argument("--calibration-images", type=Path, metavar="DIR",
-                        help="add the int8 model, calibrated on DIR/<class>/* (training images)")
+    parser.add_argument(
+        "--calibration-images",
+        type=Path,
+        metavar="DIR",
+        help="add the int8 model, calibrated on DIR/<class>/* (training images)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
     if args.calibration_images is not None and importlib.util.find_spec("nncf") is None:
-        print("save_model: error: --calibration-images needs NNCF: pip install 'pyramidnet-bento[int8]'", file=sys.stderr)
+        print(
+            "save_model: error: --calibration-images needs NNCF: pip install 'pyramidnet-bento[int8]'", file=sys.stderr
+        )
         return 1
     try:
         checkpoint = embedded_default() if args.checkpoint is None else read_checkpoint(args.checkpoint)
         measured = None
         if args.eval_images is not None:
             spec = ModelSpec()
-            classifier = torch_classifier(build_network(spec, checkpoint.state_dict), spec, tag=checkpoint.source,
-                                          metadata={}, device="cpu", backend="eager")  # fmt: skip
+            classifier = torch_classifier(
+                build_network(spec, checkpoint.state_dict),
+                spec,
+                tag=checkpoint.source,
+                metadata={},
+                device="cpu",
+                backend="eager",
+            )
             measured = measure(classifier, args.eval_images)
         calibration = None
         if args.calibration_images is not None:
-            paths, _ = labelled_images(args.calibration_images, ModelSpec().classes, limit_per_class=CALIBRATION_PER_CLASS)
+            paths, _ = labelled_images(
+                args.calibration_images, ModelSpec().classes, limit_per_class=CALIBRATION_PER_CLASS
+            )
             calibration = preprocess_batch([decode_image(p, max_pixels=MAX_PIXELS) for p in paths], ModelSpec())
         with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout is the tag, then the facts
-            model = register(checkpoint, name=args.name, labels=dict(args.label), measured=measured,
-                             calibration=calibration, calibrated_on=str(args.calibration_images))  # fmt: skip
+            model = register(
+                checkpoint,
+                name=args.name,
+                labels=dict(args.label),
+                measured=measured,
+                calibration=calibration,
+                calibrated_on=str(args.calibration_images),
+            )
     except (ValueError, BentoMLException) as e:  # CheckpointError, RegistrationError, bad tag, label or folder
         print(f"save_model: error: {e}", file=sys.stderr)
         return 1
@@ -88,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     if "best_val_acc" in meta:
         print(f"  claimed     {meta['best_val_acc']} (the checkpoint's best_val_acc, epoch {meta.get('epoch', '?')})")
     if "measured_top1" in meta:
-        print(f"  measured    top-1 {meta['measured_top1']} % on {meta['measured_images']} images in {meta['measured_on']}")
+        measured = f"top-1 {meta['measured_top1']} % on {meta['measured_images']} images in {meta['measured_on']}"
+        print(f"  measured    {measured}")
     trained, warning = verdict(meta, ModelSpec().num_classes)
     print(f"  trained     {'unknown' if trained is None else str(trained).lower()}")
     if warning:

@@ -19,21 +19,25 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from train import read_split
 
 from model_store import Classifier, ModelSpec
 from model_store.backends import torch_classifier
-from model_store.checkpoint import CheckpointError, read_checkpoint
+from model_store.checkpoint import CheckpointError, build_network, read_checkpoint
 from model_store.imaging import normalize
-from model_store.registry import SHIPPED_WEIGHTS, build_network, ship_weights
-from train import read_split
+from model_store.registry import SHIPPED_WEIGHTS, ship_weights
 
 BATCH = 250
 
 
 def top1(model: Classifier, images: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 in percent of uint8 (N, 32, 32, 3) images, through the serving preprocessing."""
-    predicted = np.concatenate([model.predict_proba(normalize(images[i : i + BATCH], model.spec)).argmax(1)
-                                for i in range(0, len(images), BATCH)])  # fmt: skip
+    predicted = np.concatenate(
+        [
+            model.predict_proba(normalize(images[i : i + BATCH], model.spec)).argmax(1)
+            for i in range(0, len(images), BATCH)
+        ]
+    )
     return round(float((predicted == labels).mean() * 100), 2)
 
 
@@ -57,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ship_weights: error: {args.run} is not a finished run: {e}", file=sys.stderr)
         return 1
     spec = ModelSpec()
-    model = torch_classifier(build_network(spec, checkpoint.state_dict), spec, tag=str(args.run), metadata={},
-                             device="cpu")  # fmt: skip
+    model = torch_classifier(
+        build_network(spec, checkpoint.state_dict), spec, tag=str(args.run), metadata={}, device="cpu"
+    )
     images, labels = read_split(args.data, "test")
     jpeg = top1(model, images, labels)
     exact = np.load(args.data / "test-exact-first1017.npz")
@@ -68,21 +73,32 @@ def main(argv: list[str] | None = None) -> int:
 
     recipe = summary["recipe"]
     path = ship_weights(
-        checkpoint, args.out,
-        measured_top1=f"{jpeg:.2f}", measured_images="10000", measured_on="the CIFAR-10 test JPEGs (fp32)",
-        test_top1_exact=f"{exact_top1:.2f}", test_images_exact="1017 pixel-exact CIFAR-10 test images (0-1016)",
+        checkpoint,
+        args.out,
+        measured_top1=f"{jpeg:.2f}",
+        measured_images="10000",
+        measured_on="the CIFAR-10 test JPEGs (fp32)",
+        test_top1_exact=f"{exact_top1:.2f}",
+        test_images_exact="1017 pixel-exact CIFAR-10 test images (0-1016)",
         test_top1_exact_as_jpeg=f"{exact_as_jpeg:.2f}",
-        holdout_top1=f"{summary['holdout_top1']:.2f}", weights=summary["weights"], epochs=str(summary["epochs"]),
-        training_command=summary["command"], train_wall_time_h=f"{summary['wall_seconds'] / 3600:.2f}",
+        holdout_top1=f"{summary['holdout_top1']:.2f}",
+        weights=summary["weights"],
+        epochs=str(summary["epochs"]),
+        training_command=summary["command"],
+        train_wall_time_h=f"{summary['wall_seconds'] / 3600:.2f}",
         train_images_per_s=f"{summary['images_per_s_fastest_epoch']} in the fastest epoch, {summary['images_per_s']} "
-                           f"over the run", hardware=summary["hardware"], torch=summary["torch"],
+        f"over the run",
+        hardware=summary["hardware"],
+        torch=summary["torch"],
         data=f"CIFAR-10 training JPEGs: {summary['train_images']} images ({recipe['holdout_per_class']} per class held "
-             f"out), {summary['images_seen']} seen over {summary['epochs']} epochs",
-    )  # fmt: skip
+        f"out), {summary['images_seen']} seen over {summary['epochs']} epochs",
+    )
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
     print(f"  sha256      {hashlib.sha256(path.read_bytes()).hexdigest()}")
-    print(f"  test top-1  {jpeg:.2f} % on the 10,000 JPEGs, {exact_top1:.2f} % on the 1,017 exact images "
-          f"({exact_as_jpeg:.2f} % on their JPEGs) (fp32)")
+    print(
+        f"  test top-1  {jpeg:.2f} % on the 10,000 JPEGs, {exact_top1:.2f} % on the 1,017 exact images "
+        f"({exact_as_jpeg:.2f} % on their JPEGs) (fp32)"
+    )
     return 0
 
 

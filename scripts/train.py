@@ -1,7 +1,8 @@
 """Train PyramidNet-110 (alpha 48) on CIFAR-10 on the CPU, in pieces that resume step for step.
 
     python scripts/train.py --data ../shared/data/cifar10 --run runs/pyramidnet110-cutout --epochs 120 --cutout 16
-    python scripts/train.py --data ../shared/data/cifar10 --run runs/pyramidnet110-cutout --epochs 120 --cutout 16 --resume
+    python scripts/train.py --data ../shared/data/cifar10 --run runs/pyramidnet110-cutout --epochs 120 --cutout 16 \
+        --resume
 
 DATA is a folder holding train/<class>/*.jpg and test/<class>/*.jpg, or the archives
 train-jpeg.tar.gz and test-jpeg.tar.gz (../shared/data/cifar10 as it is). The images are decoded
@@ -53,7 +54,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from model_store import CIFAR10_CLASSES, ModelSpec
-from model_store.architecture import ResidualBlock
+from model_store.architecture import ResidualBlock, from_spec
 from model_store.openvino_ir import native_bf16
 
 log = logging.getLogger("train")
@@ -164,7 +165,7 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
 
 def build_model(spec: ModelSpec) -> nn.Module:
     """The network with the last BN of every residual block at zero: each block starts as the identity."""
-    model = spec.build()
+    model = from_spec(spec)
     for block in model.modules():
         if isinstance(block, ResidualBlock):
             nn.init.zeros_(block.bn3.weight)
@@ -232,8 +233,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ema-decay", type=float, default=0.999, help="per step")
     parser.add_argument("--holdout-per-class", type=int, default=100, help="training images never trained on")
     parser.add_argument("--limit-per-class", type=int, help="use only this many images per class (smoke runs)")
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
-                        help="auto: bf16 where the CPU computes it natively (AVX512_BF16 or AMX), else fp32")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="auto: bf16 where the CPU computes it natively (AVX512_BF16 or AMX), else fp32",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cutout", type=int, default=0, help="Cutout square side in pixels (16 is usual); 0: none")
     parser.add_argument("--test-every", type=int, default=5, help="epochs between test-set evaluations")
@@ -250,12 +255,19 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"train: error: {state_path} does not exist: there is nothing to resume")
     state = torch.load(state_path, weights_only=True) if args.resume else None
     recipe = Recipe(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=args.warmup_epochs,
-        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, ema_decay=args.ema_decay,
-        holdout_per_class=args.holdout_per_class, limit_per_class=args.limit_per_class,
-        precision=choose_precision(args.precision, state and state["recipe"]["precision"]), seed=args.seed,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_epochs=args.warmup_epochs,
+        weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing,
+        ema_decay=args.ema_decay,
+        holdout_per_class=args.holdout_per_class,
+        limit_per_class=args.limit_per_class,
+        precision=choose_precision(args.precision, state and state["recipe"]["precision"]),
+        seed=args.seed,
         cutout=args.cutout,
-    )  # fmt: skip
+    )
     native = native_bf16()
     log.info("precision: %s (native bf16: %s)", recipe.precision, "yes" if native else "no")
     if recipe.precision == "bf16" and not native:
@@ -272,8 +284,13 @@ def main(argv: list[str] | None = None) -> int:
     x_hold, y_hold = x_all[holdout_idx], y_all[holdout_idx]
     test_images, test_labels = read_split(args.data, "test", recipe.limit_per_class)
     x_test, y_test = to_nchw(test_images), torch.from_numpy(test_labels)
-    log.info("data: %d train, %d held out, %d test images (%.1f s)", len(x_train), len(x_hold), len(x_test),
-             time.monotonic() - started)  # fmt: skip
+    log.info(
+        "data: %d train, %d held out, %d test images (%.1f s)",
+        len(x_train),
+        len(x_hold),
+        len(x_test),
+        time.monotonic() - started,
+    )
 
     model = build_model(spec)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
@@ -295,7 +312,13 @@ def main(argv: list[str] | None = None) -> int:
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
-        step, order, sums, clock, command = state["step"], state["order"], state["sums"], state["clock"], state["command"]
+        step, order, sums, clock, command = (
+            state["step"],
+            state["order"],
+            state["sums"],
+            state["clock"],
+            state["command"],
+        )
         log.info("resumed at step %d of %d (epoch %d)", step, total_steps, step // steps_per_epoch + 1)
     elif state_path.exists():
         raise SystemExit(f"train: error: {state_path} exists: pass --resume, or choose another --run")
@@ -310,11 +333,20 @@ def main(argv: list[str] | None = None) -> int:
         clock["wall_seconds"] += time.monotonic() - mark
         mark = time.monotonic()
         save_atomically(
-            {"recipe": asdict(recipe), "command": command, "model": model.state_dict(), "ema": ema.state_dict(),
-             "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "step": step,
-             "order": order, "sums": sums, "clock": clock},
+            {
+                "recipe": asdict(recipe),
+                "command": command,
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "generator": generator.get_state(),
+                "step": step,
+                "order": order,
+                "sums": sums,
+                "clock": clock,
+            },
             state_path,
-        )  # fmt: skip
+        )
 
     def piece_over() -> str | None:
         if stop.signal:
@@ -328,8 +360,15 @@ def main(argv: list[str] | None = None) -> int:
         if first == 0:
             order, sums = torch.randperm(len(x_train), generator=generator), dict.fromkeys(sums, 0)
         model.train()
-        bar = tqdm(range(first, steps_per_epoch), desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="step",
-                   initial=first, total=steps_per_epoch, mininterval=1 if sys.stderr.isatty() else 60, leave=False)  # fmt: skip
+        bar = tqdm(
+            range(first, steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{recipe.epochs}",
+            unit="step",
+            initial=first,
+            total=steps_per_epoch,
+            mininterval=1 if sys.stderr.isatty() else 60,
+            leave=False,
+        )
         tick = time.monotonic()
         for i in bar:
             lr = lr_at(step, total_steps, warmup_steps, recipe.lr)
@@ -364,11 +403,15 @@ def main(argv: list[str] | None = None) -> int:
 
         epoch += 1
         record = {
-            "epoch": epoch, "step": step, "lr": lr, "loss": sums["loss"] / sums["seen"],
-            "train_top1": 100.0 * sums["correct"] / sums["seen"], "images_per_s": sums["seen"] / sums["seconds"],
+            "epoch": epoch,
+            "step": step,
+            "lr": lr,
+            "loss": sums["loss"] / sums["seen"],
+            "train_top1": 100.0 * sums["correct"] / sums["seen"],
+            "images_per_s": sums["seen"] / sums["seconds"],
             "holdout_top1": top1(model, x_hold, y_hold, spec, amp),
             "holdout_top1_ema": top1(ema.module, x_hold, y_hold, spec, amp),
-        }  # fmt: skip
+        }
         if epoch % args.test_every == 0 or epoch == recipe.epochs:
             record["test_top1"] = top1(model, x_test, y_test, spec, amp)
             record["test_top1_ema"] = top1(ema.module, x_test, y_test, spec, amp)
@@ -377,11 +420,19 @@ def main(argv: list[str] | None = None) -> int:
         with history_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         log.info(
-            "epoch %d/%d  loss %.4f  train %.2f %%  holdout %.2f %% (EMA %.2f %%)%s  %.1f img/s  lr %.4f", epoch,
-            recipe.epochs, record["loss"], record["train_top1"], record["holdout_top1"], record["holdout_top1_ema"],
-            f"  test {record['test_top1']:.2f} % (EMA {record['test_top1_ema']:.2f} %)" if "test_top1" in record else "",
-            record["images_per_s"], lr,
-        )  # fmt: skip
+            "epoch %d/%d  loss %.4f  train %.2f %%  holdout %.2f %% (EMA %.2f %%)%s  %.1f img/s  lr %.4f",
+            epoch,
+            recipe.epochs,
+            record["loss"],
+            record["train_top1"],
+            record["holdout_top1"],
+            record["holdout_top1_ema"],
+            f"  test {record['test_top1']:.2f} % (EMA {record['test_top1_ema']:.2f} %)"
+            if "test_top1" in record
+            else "",
+            record["images_per_s"],
+            lr,
+        )
         if step < total_steps and (why := piece_over()):
             log.info("piece ended (%s) after epoch %d: continue with --resume", why, epoch)
             return 0
@@ -390,8 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def finish(run: Path, recipe: Recipe, model: nn.Module, ema: AveragedModel, command: str, clock: dict[str, float],
-           n_train: int) -> None:  # fmt: skip
+def finish(
+    run: Path, recipe: Recipe, model: nn.Module, ema: AveragedModel, command: str, clock: dict[str, float], n_train: int
+) -> None:
     """Write model.pth (raw or EMA, whichever the hold-out prefers) and summary.json."""
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     last = history[-1]
@@ -399,19 +451,35 @@ def finish(run: Path, recipe: Recipe, model: nn.Module, ema: AveragedModel, comm
     chosen = ema.module if use_ema else model
     holdout = last["holdout_top1_ema"] if use_ema else last["holdout_top1"]
     state_dict = {k: v.detach().float().clone() for k, v in chosen.state_dict().items()}
-    save_atomically({"model_state_dict": state_dict, "epoch": recipe.epochs, "best_val_acc": holdout}, run / "model.pth")
+    save_atomically(
+        {"model_state_dict": state_dict, "epoch": recipe.epochs, "best_val_acc": holdout}, run / "model.pth"
+    )
     summary = {
-        "weights": "ema" if use_ema else "final", "epochs": recipe.epochs, "recipe": asdict(recipe),
-        "holdout_top1": holdout, "test_top1_as_trained": last["test_top1_ema" if use_ema else "test_top1"],
-        "test_top1_raw": last["test_top1"], "test_top1_ema": last["test_top1_ema"],
-        "train_images": n_train, "images_seen": n_train * recipe.epochs, **{k: round(v, 1) for k, v in clock.items()},
+        "weights": "ema" if use_ema else "final",
+        "epochs": recipe.epochs,
+        "recipe": asdict(recipe),
+        "holdout_top1": holdout,
+        "test_top1_as_trained": last["test_top1_ema" if use_ema else "test_top1"],
+        "test_top1_raw": last["test_top1"],
+        "test_top1_ema": last["test_top1_ema"],
+        "train_images": n_train,
+        "images_seen": n_train * recipe.epochs,
+        **{k: round(v, 1) for k, v in clock.items()},
         "images_per_s": round(n_train * recipe.epochs / clock["train_seconds"], 1),  # pauses (kill -STOP) included
         "images_per_s_fastest_epoch": round(max(r["images_per_s"] for r in history), 1),
-        "hardware": f"{cpu_name()}, {os.cpu_count()} cores", "torch": torch.__version__, "command": command,
-    }  # fmt: skip
+        "hardware": f"{cpu_name()}, {os.cpu_count()} cores",
+        "torch": torch.__version__,
+        "command": command,
+    }
     (run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("done: %s weights, hold-out %.2f %%, test %.2f %% (%s) -> %s", summary["weights"], holdout,
-             summary["test_top1_as_trained"], recipe.precision, run / "model.pth")  # fmt: skip
+    log.info(
+        "done: %s weights, hold-out %.2f %%, test %.2f %% (%s) -> %s",
+        summary["weights"],
+        holdout,
+        summary["test_top1_as_trained"],
+        recipe.precision,
+        run / "model.pth",
+    )
 
 
 if __name__ == "__main__":

@@ -84,8 +84,12 @@ def training_jpegs(cifar10_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="session")
 def int8_model(default_model: bentoml.Model, training_jpegs: Path) -> bentoml.Model:
     """The default with its int8 IR added by `save_model.py --calibration-images` (the stored model gains it)."""
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "save_model.py"), "--calibration-images",
-                           str(training_jpegs)], capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "save_model.py"), "--calibration-images", str(training_jpegs)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == str(default_model.tag), done.stdout
     model = bentoml.models.get(default_model.tag)
@@ -123,9 +127,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(tag: str, log: Path, *, wait_ready: bool = True, python: str = sys.executable,
-                 target: str = "service:PyramidNetClassifier", cwd: Path = REPO, retried: bool = False,
-                 **settings: str) -> Server:  # fmt: skip
+def start_server(
+    tag: str,
+    log: Path,
+    *,
+    wait_ready: bool = True,
+    python: str = sys.executable,
+    target: str = "service:PyramidNetClassifier",
+    cwd: Path = REPO,
+    retried: bool = False,
+    **settings: str,
+) -> Server:
     """`bentoml serve target` on a free port with PYRAMIDNET_* settings, in a process group of its
     own (as a shell runs it); returns once /readyz answers 200, or at once with wait_ready=False.
     `python` and `target` serve a built bento from another environment; a start that lost a port
@@ -145,8 +157,9 @@ def start_server(tag: str, log: Path, *, wait_ready: bool = True, python: str = 
         **{f"PYRAMIDNET_{k.upper()}": v for k, v in settings.items()},
     }
     cmd = [python, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                               start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
     server = Server(f"http://127.0.0.1:{port}", process, log)
     if not wait_ready:
         return server

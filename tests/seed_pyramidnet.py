@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 class IdentityPadding(nn.Module):
     def __init__(self, in_channels, out_channels, stride=1):
-        super(IdentityPadding, self).__init__()
+        super().__init__()
         if stride == 2:
             self.pooling = nn.AvgPool2d(kernel_size=2, stride=2, ceil_mode=True)
         else:
@@ -26,7 +26,7 @@ class IdentityPadding(nn.Module):
 
 class ResidualBlock(nn.Module):
     def __init__(self, in_channels, out_channels, stride=1):
-        super(ResidualBlock, self).__init__()
+        super().__init__()
         self.bn1 = nn.BatchNorm2d(in_channels)
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
@@ -50,7 +50,7 @@ class ResidualBlock(nn.Module):
 
 class PyramidNet(nn.Module):
     def __init__(self, num_layers, alpha, block, num_classes=10):
-        super(PyramidNet, self).__init__()
+        super().__init__()
         self.in_channels = 16
         self.num_layers = num_layers
         self.addrate = alpha / (3 * self.num_layers * 1.0)

@@ -7,8 +7,7 @@ import io
 import torch
 
 from model_store import ModelSpec
-from model_store.architecture import pyramidnet
-from model_store.architecture import IdentityPadding, ResidualBlock
+from model_store.architecture import IdentityPadding, ResidualBlock, pyramidnet
 from model_store.imaging import normalize
 
 from .seed_pyramidnet import pyramidnet110 as seed_pyramidnet110
@@ -26,7 +25,9 @@ def test_state_dict_uses_the_seed_names():
     assert {"conv1.weight", "bn1.weight", "bn_out.running_var", "fc_out.weight", "fc_out.bias"} <= keys
     block = {k.removeprefix("layer2.5.") for k in keys if k.startswith("layer2.5.")}
     assert block == {
-        f"{bn}.{p}" for bn in ("bn1", "bn2", "bn3") for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+        f"{bn}.{p}"
+        for bn in ("bn1", "bn2", "bn3")
+        for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
     } | {"conv1.weight", "conv2.weight"}
     assert not any(k.startswith("layer4") for k in keys)
 
@@ -65,12 +66,15 @@ def test_blocks_and_shortcuts():
     shortcut = IdentityPadding(2, 3, stride=2)
     x = torch.arange(32.0).reshape(1, 2, 4, 4)
     out = shortcut(x)
-    assert out.shape == (1, 3, 2, 2) and not list(shortcut.parameters())
+    assert out.shape == (1, 3, 2, 2)
+    assert not list(shortcut.parameters())
     assert torch.equal(out[0, 2], torch.zeros(2, 2))
     assert out[0, 0, 0, 0] == (0 + 1 + 4 + 5) / 4
 
 
 def test_depth_alpha_and_classes_are_configurable():
     model = pyramidnet(num_layers=3, alpha=24, num_classes=7)
-    assert len(model.layer1) == 3 and model.fc_out.out_features == 7 and model.fc_out.in_features == 40
+    assert len(model.layer1) == 3
+    assert model.fc_out.out_features == 7
+    assert model.fc_out.in_features == 40
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 7)

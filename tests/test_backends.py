@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+
 import numpy as np
 import pytest
 import torch
 
 from model_store import Classifier, load_classifier, preprocess_batch
+from model_store.bentoml_internals import cpu_budget
 from model_store.imaging import normalize
-from model_store.inference import BACKENDS, choose
+from model_store.inference import choose
 from model_store.openvino_ir import native_bf16
+from model_store.options import BACKENDS
 
 TOLERANCE = 1e-5
 
@@ -113,16 +116,16 @@ def test_api_workers_set_by_environment_are_taken_as_given(monkeypatch):
     monkeypatch.setenv("PYRAMIDNET_API_WORKERS", "4")
     assert Settings().api_worker_count(2) == 4
     monkeypatch.setenv("PYRAMIDNET_API_WORKERS", "auto")
-    assert Settings().api_worker_count() >= 1  # BentoML's count of this machine's CPUs
+    assert Settings().api_worker_count(cpu_budget()) >= 1  # BentoML's count of this machine's CPUs
 
 
 @pytest.mark.parametrize(("quota", "expected"), [(None, "visible"), (1.5, 1), (0.5, 1), (1.0, 1)])
 def test_openvino_threads_fit_a_container_cpu_quota(monkeypatch, quota, expected):
     """A quota (docker --cpus, a Kubernetes CPU limit) leaves every host core visible: the threads
     follow the quota, rounded down, never the visible cores beyond it."""
-    from model_store import openvino_ir
+    from model_store import bentoml_internals, openvino_ir
 
     visible = len(os.sched_getaffinity(0))
-    monkeypatch.setattr(openvino_ir, "system_resources", lambda: {"cpu": float(quota or 10 * visible)})
+    monkeypatch.setattr(bentoml_internals, "system_resources", lambda: {"cpu": float(quota or 10 * visible)})
     assert openvino_ir.cpu_threads() == (visible if expected == "visible" else expected)
-    assert openvino_ir.cpu_budget() == min(visible, quota or visible)
+    assert bentoml_internals.cpu_budget() == min(visible, quota or visible)

@@ -28,8 +28,9 @@ def healthcheck_instruction(text: str) -> str:
 
 def test_bento_pins_the_model_and_carries_the_library(default_model, tmp_path):
     env = {**os.environ, "PYRAMIDNET_MODEL": str(default_model.tag)}
-    built = subprocess.run([BENTOML, "build", "-o", "tag"], cwd=REPO, env=env, capture_output=True, text=True,
-                           timeout=600)  # fmt: skip
+    built = subprocess.run(
+        [BENTOML, "build", "-o", "tag"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     tag = built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
     bento = Path(bentoml.get(tag).path)
@@ -44,10 +45,13 @@ def test_bento_pins_the_model_and_carries_the_library(default_model, tmp_path):
     assert not (src / "tests").exists()
     dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()
     healthcheck = next(line for line in dockerfile.splitlines() if line.startswith("HEALTHCHECK"))
-    assert "--start-period=" in healthcheck and "--timeout=" in healthcheck
-    assert "/readyz" in dockerfile.split("HEALTHCHECK", 1)[1] and "curl" not in healthcheck
+    assert "--start-period=" in healthcheck
+    assert "--timeout=" in healthcheck
+    assert "/readyz" in dockerfile.split("HEALTHCHECK", 1)[1]
+    assert "curl" not in healthcheck
     # No compilers and no download caches in the image (deploy/Dockerfile.template).
-    assert "apt-get install" not in dockerfile and "UV_NO_CACHE=1" in dockerfile
+    assert "apt-get install" not in dockerfile
+    assert "UV_NO_CACHE=1" in dockerfile
     requirements = [line.split("==")[0] for line in (bento / "env" / "python" / "requirements.txt").read_text().split()]
     assert len(requirements) == len(set(requirements)), f"a package pinned twice: {requirements}"
 
@@ -61,11 +65,13 @@ def test_bento_pins_the_model_and_carries_the_library(default_model, tmp_path):
 
     # Inside the bento, `model_store` resolves to the bento's own copy and service.py imports.
     probe = "import model_store, service; print(model_store.__file__); print(service.PyramidNetClassifier.name)"
-    imported = subprocess.run([sys.executable, "-c", probe], cwd=src, env=env, capture_output=True, text=True,
-                              timeout=300)  # fmt: skip
+    imported = subprocess.run(
+        [sys.executable, "-c", probe], cwd=src, env=env, capture_output=True, text=True, timeout=300
+    )
     assert imported.returncode == 0, imported.stderr[-3000:]
     module_file, service_name = imported.stdout.split()[-2:]
-    assert Path(module_file).is_relative_to(src) and service_name == "pyramidnet_classifier"
+    assert Path(module_file).is_relative_to(src)
+    assert service_name == "pyramidnet_classifier"
 
 
 def test_every_setting_the_docs_name_exists():
@@ -81,8 +87,14 @@ def test_every_setting_the_docs_name_exists():
 
 def test_cpu_bento_serves_the_ir_from_an_environment_without_torch(default_model, sample_jpegs, tmp_path):
     env = {**os.environ, "PYRAMIDNET_MODEL": str(default_model.tag)}
-    built = subprocess.run([BENTOML, "build", "-f", "bentofile.cpu.yaml", "-o", "tag"], cwd=REPO, env=env,
-                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    built = subprocess.run(
+        [BENTOML, "build", "-f", "bentofile.cpu.yaml", "-o", "tag"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     tag = built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
     requirements = Path(bentoml.get(tag).path) / "env" / "python" / "requirements.txt"
@@ -92,8 +104,9 @@ def test_cpu_bento_serves_the_ir_from_an_environment_without_torch(default_model
     # The environment the CPU image gets: the bento's requirements and nothing else.
     venv = tmp_path / "cpu-env"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    installed = subprocess.run([venv / "bin" / "pip", "install", "-q", "-r", requirements], capture_output=True,
-                               text=True, timeout=900)  # fmt: skip
+    installed = subprocess.run(
+        [venv / "bin" / "pip", "install", "-q", "-r", requirements], capture_output=True, text=True, timeout=900
+    )
     assert installed.returncode == 0, installed.stderr[-3000:]
     listed = subprocess.run([venv / "bin" / "pip", "list", "--format", "freeze"], capture_output=True, text=True)
     packages = {line.split("==")[0].lower() for line in listed.stdout.split()}
@@ -104,8 +117,14 @@ def test_cpu_bento_serves_the_ir_from_an_environment_without_torch(default_model
     assert size < 1.5e9, f"CPU environment is {size / 1e9:.2f} GB"
 
     # Served from that environment: the fp32 probabilities of the torch reference, to 1e-4.
-    server = start_server(str(default_model.tag), tmp_path / "serve.log", python=str(venv / "bin" / "python"),
-                          target=tag, cwd=tmp_path, precision="fp32")  # fmt: skip
+    server = start_server(
+        str(default_model.tag),
+        tmp_path / "serve.log",
+        python=str(venv / "bin" / "python"),
+        target=tag,
+        cwd=tmp_path,
+        precision="fp32",
+    )
     try:
         answers = []
         for part in (sample_jpegs[:40], sample_jpegs[40:]):
@@ -116,7 +135,8 @@ def test_cpu_bento_serves_the_ir_from_an_environment_without_torch(default_model
     finally:
         stop_server(server)
     reference = load_classifier(default_model, "cpu", backend="eager")
-    expected = reference.predict_proba(preprocess_batch([decode_image(p, max_pixels=1024) for p in sample_jpegs],
-                                                        reference.spec))  # fmt: skip
+    expected = reference.predict_proba(
+        preprocess_batch([decode_image(p, max_pixels=1024) for p in sample_jpegs], reference.spec)
+    )
     assert np.abs(np.array(answers) - expected).max() < 1e-4
     assert "(openvino, fp32) on cpu" in server.log.read_text()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
-import os
 import signal
 import socket
 import subprocess
@@ -41,8 +41,12 @@ def folder(tmp_path, sample_jpegs) -> Path:
 
 
 def run(folder: Path, output: Path, url: str, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, str(SCRIPT), str(folder), "--url", url, "--output", str(output), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(folder), "--url", url, "--output", str(output), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def rows(output: Path) -> list[dict]:
@@ -62,12 +66,16 @@ def test_every_image_appears_once_with_the_service_answer(server, offline, folde
     assert by_path[str(folder / "fake.jpg")]["error"].startswith("INVALID_IMAGE")
     assert by_path[str(folder / "gone.jpg")]["error"].startswith("UNREADABLE")
     good = [p for p, r in by_path.items() if r["error"] is None]
-    assert len(good) == 81 and str(folder / "actually-a-jpeg.txt") in good
+    assert len(good) == 81
+    assert str(folder / "actually-a-jpeg.txt") in good
 
-    expected = offline.predict_proba(preprocess_batch([decode_image(Path(p), max_pixels=10**6) for p in good], offline.spec))
+    expected = offline.predict_proba(
+        preprocess_batch([decode_image(Path(p), max_pixels=10**6) for p in good], offline.spec)
+    )
     served = np.array([[by_path[p]["probabilities"][c] for c in CIFAR10_CLASSES] for p in good])
     assert np.abs(served - expected).max() < 1e-5
-    assert "classified 81" in stderr and "2 failed, 1 unreadable" in stderr
+    assert "classified 81" in stderr
+    assert "2 failed, 1 unreadable" in stderr
 
 
 def test_an_interrupted_run_resumes_without_reclassifying(server, folder, tmp_path):
@@ -86,7 +94,8 @@ def test_an_interrupted_run_resumes_without_reclassifying(server, folder, tmp_pa
     paths = [row["path"] for row in csv.DictReader(output.read_text().splitlines())]
     assert len(paths) == len(set(paths)) == 84, "an image is missing or was classified twice"
     resumed = re.search(r"; (\d+) already in", stderr)
-    assert resumed and int(resumed[1]) > 0, stderr
+    assert resumed, stderr
+    assert int(resumed[1]) > 0, stderr
 
 
 def test_a_wrong_url_fails_at_once_without_spinning(folder, tmp_path):
@@ -96,7 +105,8 @@ def test_a_wrong_url_fails_at_once_without_spinning(folder, tmp_path):
     process = run(folder, tmp_path / "out.csv", url)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 2
-    assert f"cannot reach the service at {url}" in stderr and "Traceback" not in stderr
+    assert f"cannot reach the service at {url}" in stderr
+    assert "Traceback" not in stderr
 
 
 def test_a_server_that_never_answers_fails_after_the_wait_not_forever(folder, tmp_path):
@@ -108,5 +118,6 @@ def test_a_server_that_never_answers_fails_after_the_wait_not_forever(folder, tm
         _, status, usage = os.wait4(process.pid, 0)
     stderr = process.stderr.read()
     assert os.waitstatus_to_exitcode(status) == 2
-    assert "is not ready after 6 s" in stderr and "Traceback" not in stderr
+    assert "is not ready after 6 s" in stderr
+    assert "Traceback" not in stderr
     assert usage.ru_utime + usage.ru_stime < 4  # it waited; a busy loop burns a core for the whole wait

@@ -36,8 +36,9 @@ def buildah(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
 def image() -> dict:
     exists = subprocess.run(["buildah", "inspect", "--type", "image", IMAGE], capture_output=True).returncode == 0
     if not exists:
-        subprocess.run([str(REPO / "scripts" / "build_image.sh"), IMAGE.removeprefix("localhost/")], check=True,
-                       timeout=3600)  # fmt: skip
+        subprocess.run(
+            [str(REPO / "scripts" / "build_image.sh"), IMAGE.removeprefix("localhost/")], check=True, timeout=3600
+        )
     return json.loads(buildah("inspect", "--type", "image", IMAGE).stdout)
 
 
@@ -50,9 +51,21 @@ def container(image) -> dict:
     env = [f"--env=BENTOML_PORT={port}"]
     started = time.monotonic()
     process = subprocess.Popen(
-        ["buildah", "run", "--isolation=chroot", "--network=host", *env, ctr, "--", *config["Entrypoint"], *(config.get("Cmd") or [])],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            "buildah",
+            "run",
+            "--isolation=chroot",
+            "--network=host",
+            *env,
+            ctr,
+            "--",
+            *config["Entrypoint"],
+            *(config.get("Cmd") or []),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     yield {"ctr": ctr, "port": port, "started": started, "process": process, "config": config}
     stop()
     process.wait(timeout=30)
@@ -90,17 +103,27 @@ def healthcheck(container: dict) -> bool:
     check = container["config"]["Healthcheck"]["Test"]
     assert check[0] == "CMD"
     result = subprocess.run(
-        ["buildah", "run", "--isolation=chroot", "--network=host", f"--env=BENTOML_PORT={container['port']}",
-         container["ctr"], "--", *check[1:]],
-        capture_output=True, timeout=30,
-    )  # fmt: skip
+        [
+            "buildah",
+            "run",
+            "--isolation=chroot",
+            "--network=host",
+            f"--env=BENTOML_PORT={container['port']}",
+            container["ctr"],
+            "--",
+            *check[1:],
+        ],
+        capture_output=True,
+        timeout=30,
+    )
     return result.returncode == 0
 
 
 def test_image_carries_a_readiness_healthcheck(image):
     check = image["Docker"]["config"]["Healthcheck"]
     assert "/readyz" in " ".join(check["Test"])
-    assert check["StartPeriod"] >= 30 * 10**9 and check["Timeout"] >= 5 * 10**9
+    assert check["StartPeriod"] >= 30 * 10**9
+    assert check["Timeout"] >= 5 * 10**9
 
 
 def test_container_becomes_healthy_and_classifies(container, sample_jpegs, capsys):
@@ -116,7 +139,10 @@ def test_container_becomes_healthy_and_classifies(container, sample_jpegs, capsy
     assert result["label"] in CIFAR10_CLASSES
     assert httpx.get(f"{url}/livez").status_code == 200
     metrics = httpx.get(f"{url}/metrics")
-    assert metrics.status_code == 200 and "# HELP bentoml_" in metrics.text
+    assert metrics.status_code == 200
+    assert "# HELP bentoml_" in metrics.text
     with capsys.disabled():
-        print(f"\ncontainer healthy {to_healthy:.1f} s after start; {sample_jpegs[0].name}: {result['label']} "
-              f"({result['confidence']:.3f})")  # fmt: skip
+        print(
+            f"\ncontainer healthy {to_healthy:.1f} s after start; {sample_jpegs[0].name}: {result['label']} "
+            f"({result['confidence']:.3f})"
+        )

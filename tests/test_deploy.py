@@ -26,7 +26,11 @@ def merge(base: Any, patch: Any) -> Any:
         for key, value in patch.items():
             out[key] = merge(base[key], value) if key in base else copy.deepcopy(value)
         return out
-    if isinstance(base, list) and isinstance(patch, list) and all(isinstance(i, dict) and "name" in i for i in base + patch):
+    if (
+        isinstance(base, list)
+        and isinstance(patch, list)
+        and all(isinstance(i, dict) and "name" in i for i in base + patch)
+    ):
         out = [copy.deepcopy(i) for i in base]
         for item in patch:
             match = next((i for i, b in enumerate(out) if b["name"] == item["name"]), None)
@@ -48,8 +52,11 @@ def render(directory: Path) -> list[dict[str, Any]]:
         resources += render(target) if target.is_dir() else load(target)
     for patch in kustomization.get("patches", []):
         for doc in load(directory / patch["path"]):
-            index = next(i for i, r in enumerate(resources)
-                         if (r["kind"], r["metadata"]["name"]) == (doc["kind"], doc["metadata"]["name"]))  # fmt: skip
+            index = next(
+                i
+                for i, r in enumerate(resources)
+                if (r["kind"], r["metadata"]["name"]) == (doc["kind"], doc["metadata"]["name"])
+            )
             resources[index] = merge(resources[index], doc)
     for image in kustomization.get("images", []):
         for resource in resources:
@@ -85,8 +92,11 @@ def test_probes_selectors_and_scaling_fit_together(overlay):
     assert container["startupProbe"]["timeoutSeconds"] >= 6  # probes hang during start-up
     assert pod["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
     labels = pod["metadata"]["labels"]
-    for selector in (deployment["spec"]["selector"]["matchLabels"], resources["Service"]["spec"]["selector"],
-                     resources["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"]):  # fmt: skip
+    for selector in (
+        deployment["spec"]["selector"]["matchLabels"],
+        resources["Service"]["spec"]["selector"],
+        resources["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
+    ):
         assert selector.items() <= labels.items()
     assert resources["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     assert pod["spec"]["terminationGracePeriodSeconds"] > 60  # the request timeout, plus the drain

@@ -34,8 +34,10 @@ def workdir(tmp_path, sample_jpegs) -> Path:
     for src in sample_jpegs[:20]:
         (images / src.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(src, images / src.parent.name / src.name)
-    torch.save({"model_state_dict": embedded_default().state_dict, "epoch": 187, "best_val_acc": 94.12},
-               tmp_path / "best_pyramidnet_model.pth")  # fmt: skip
+    torch.save(
+        {"model_state_dict": embedded_default().state_dict, "epoch": 187, "best_val_acc": 94.12},
+        tmp_path / "best_pyramidnet_model.pth",
+    )
     return tmp_path
 
 
@@ -60,15 +62,17 @@ def shell_commands() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("doc", "command"), shell_commands(), ids=lambda v: v[:60] if isinstance(v, str) else v)
 def test_shell_commands_in_the_docs_work(server, workdir, doc, command):
-    result = subprocess.run(localize(command, server.url, workdir), shell=True, cwd=workdir, capture_output=True,
-                            text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        localize(command, server.url, workdir), shell=True, cwd=workdir, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode in (0, 1) if "classify_dir" in command else result.returncode == 0, result.stderr
     if command.startswith("curl"):
         body = json.loads(result.stdout)
         bad_input = "/etc/hostname" in command
         assert ("error" in body) == bad_input, result.stdout
     if "save_model" in command:
-        assert "94.12" in result.stdout and "1,772,706" in result.stdout
+        assert "94.12" in result.stdout
+        assert "1,772,706" in result.stdout
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda d: d.name)
@@ -76,8 +80,9 @@ def test_python_examples_print_what_the_docs_say(server, workdir, doc):
     for code in blocks(doc, "python"):
         expected = [m[1].strip() for m in re.finditer(r"^\s*print\(.*\)\s*#\s*(.*)$", code, flags=re.M)]
         prints = re.findall(r"^\s*print\(.*$", code, flags=re.M)
-        result = subprocess.run([sys.executable, "-c", localize(code, server.url, workdir)], capture_output=True,
-                                text=True, timeout=300)  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-c", localize(code, server.url, workdir)], capture_output=True, text=True, timeout=300
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         printed = result.stdout.splitlines()
         assert len(printed) == len(prints)

@@ -57,13 +57,19 @@ async def with_bentoml_id(request: Request) -> Response:
 
 
 def tiny_app() -> Starlette:
-    return Starlette(routes=[
-        Route("/classify", echo, methods=["POST"]), Route("/classify_batch", echo, methods=["POST"]),
-        Route("/model_info", echo, methods=["POST"]), Route("/fail", fail, methods=["POST"]),
-        Route("/crash", crash, methods=["POST"]), Route("/slow", slow, methods=["POST"]),
-        Route("/readyz", lambda r: PlainTextResponse("ok")), Route("/bento", with_bentoml_id),
-        Route("/docs.json", lambda r: JSONResponse({"openapi": "3.0.2", "info": {"title": "x"}, "paths": {}})),
-    ])  # fmt: skip
+    return Starlette(
+        routes=[
+            Route("/classify", echo, methods=["POST"]),
+            Route("/classify_batch", echo, methods=["POST"]),
+            Route("/model_info", echo, methods=["POST"]),
+            Route("/fail", fail, methods=["POST"]),
+            Route("/crash", crash, methods=["POST"]),
+            Route("/slow", slow, methods=["POST"]),
+            Route("/readyz", lambda r: PlainTextResponse("ok")),
+            Route("/bento", with_bentoml_id),
+            Route("/docs.json", lambda r: JSONResponse({"openapi": "3.0.2", "info": {"title": "x"}, "paths": {}})),
+        ]
+    )
 
 
 def client(*layers: tuple[type, dict]) -> httpx.AsyncClient:
@@ -74,7 +80,7 @@ def client(*layers: tuple[type, dict]) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://edge")
 
 
-def run(coroutine):  # noqa: ANN001, ANN201
+def run(coroutine):
     return asyncio.run(coroutine)
 
 
@@ -92,7 +98,8 @@ def test_request_id_is_the_clients_when_well_formed_else_new():
     given, correlated, malformed = run(scenario())
     assert given.headers["x-request-id"] == given.json()["rid"] == "trace-7.a:b"
     assert correlated.headers["x-request-id"] == "corr-1"
-    assert len(malformed.headers["x-request-id"]) == 32 and malformed.headers["x-request-id"] != "has spaces"
+    assert len(malformed.headers["x-request-id"]) == 32
+    assert malformed.headers["x-request-id"] != "has spaces"
 
 
 def test_request_id_is_the_only_id_header():
@@ -118,12 +125,21 @@ def contract(*inner: tuple[type, dict]) -> httpx.AsyncClient:
     return client((RequestId, {}), (ErrorContract, {}), *inner)
 
 
-@pytest.mark.parametrize(("method", "path", "status", "code", "message"), [
-    ("POST", "/fail", 400, "INVALID_IMAGE", "not an image in a recognised format"),
-    ("POST", "/classfy", 404, "NOT_FOUND", "no route POST /classfy"),
-    ("GET", "/classify", 405, "METHOD_NOT_ALLOWED", "GET /classify is not allowed: use POST"),
-    ("POST", "/crash", 500, "INTERNAL", "the server failed to process the request; quote the request id when reporting it"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code", "message"),
+    [
+        ("POST", "/fail", 400, "INVALID_IMAGE", "not an image in a recognised format"),
+        ("POST", "/classfy", 404, "NOT_FOUND", "no route POST /classfy"),
+        ("GET", "/classify", 405, "METHOD_NOT_ALLOWED", "GET /classify is not allowed: use POST"),
+        (
+            "POST",
+            "/crash",
+            500,
+            "INTERNAL",
+            "the server failed to process the request; quote the request id when reporting it",
+        ),
+    ],
+)
 def test_every_error_answer_follows_the_contract(method, path, status, code, message):
     async def scenario():
         async with contract() as c:
@@ -137,17 +153,20 @@ def test_every_error_answer_follows_the_contract(method, path, status, code, mes
 
 def test_an_error_raised_by_an_inner_part_is_answered_and_an_unexpected_one_is_logged(caplog):
     class Raises:
-        def __init__(self, app, *, error):  # noqa: ANN001
+        def __init__(self, app, *, error):
             self.error = error
 
-        async def __call__(self, scope, receive, send):  # noqa: ANN001
+        async def __call__(self, scope, receive, send):
             raise self.error
 
     timeout = run(_post(contract((Raises, {"error": InvalidImage("bad")})), "/classify"))
-    assert timeout.status_code == 400 and timeout.json()["error"]["code"] == "INVALID_IMAGE"
+    assert timeout.status_code == 400
+    assert timeout.json()["error"]["code"] == "INVALID_IMAGE"
     with caplog.at_level(logging.ERROR, logger="pyramidnet.edge"):
         bug = run(_post(contract((Raises, {"error": KeyError("oops")})), "/classify"))
-    assert bug.status_code == 500 and bug.json()["error"]["code"] == "INTERNAL" and "oops" not in bug.text
+    assert bug.status_code == 500
+    assert bug.json()["error"]["code"] == "INTERNAL"
+    assert "oops" not in bug.text
     assert "unhandled error in POST /classify" in caplog.text
 
 
@@ -175,7 +194,8 @@ def test_security_headers_on_the_api_routes_only():
             return await c.post("/classify"), await c.get("/readyz")
 
     api, probe = run(scenario())
-    assert api.headers["x-content-type-options"] == "nosniff" and api.headers["cache-control"] == "no-store"
+    assert api.headers["x-content-type-options"] == "nosniff"
+    assert api.headers["cache-control"] == "no-store"
     assert "x-frame-options" not in probe.headers
 
 
@@ -215,22 +235,46 @@ def test_forms_parse_once_and_hand_the_files_to_the_route_in_memory():
 
 def test_a_route_without_inputs_sees_an_empty_json_body_whatever_was_sent():
     seen = run(_post(forms(), "/model_info", content=b"\x00garbage", headers={"content-type": "text/plain"})).json()
-    assert seen["body"] == 2 and seen["files"] == {}
+    assert seen["body"] == 2
+    assert seen["files"] == {}
 
 
-@pytest.mark.parametrize(("route", "request_kwargs", "status", "code"), [
-    ("/classify", {"content": PNG, "headers": {"content-type": "image/png"}}, 415, "UNSUPPORTED_MEDIA_TYPE"),
-    ("/classify", {"headers": {"content-type": "multipart/form-data"}, "content": b"xx"}, 400, "VALIDATION_ERROR"),
-    ("/classify", {"files": {"other": ("a.png", PNG, "image/png")}}, 400, "VALIDATION_ERROR"),
-    ("/classify", {"data": {"image": "http://127.0.0.1:9/cat.png"}, "files": {"x": ("", b"", "")}}, 400, "VALIDATION_ERROR"),
-    ("/classify", {"headers": {"content-type": "multipart/form-data; boundary=x"}, "content": b"--x--\r\n"}, 400, "VALIDATION_ERROR"),
-    ("/classify", {"files": [("image", ("a.png", PNG, "image/png"))] * 2}, 413, "TOO_MANY_IMAGES"),
-    ("/classify", {"files": {"image": ("b" * 5000 + ".png", PNG, "image/png")}}, 400, "VALIDATION_ERROR"),  # header > 4 KiB
-    ("/classify", {"files": [("image", ("a.png", PNG, "image/png"))] * 500}, 413, "TOO_MANY_IMAGES"),
-    ("/classify_batch", {"files": [("images", ("a.png", PNG, "image/png"))] * 4}, 413, "TOO_MANY_IMAGES"),
-    ("/classify", {"files": {"image": ("a.png", bytes(1_001), "image/png")}}, 413, "PAYLOAD_TOO_LARGE"),
-    ("/classify_batch", {"files": [("images", ("a.png", bytes(900), "image/png"))] * 3 + [("x", ("b", bytes(120_000), ""))]}, 413, "PAYLOAD_TOO_LARGE"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("route", "request_kwargs", "status", "code"),
+    [
+        ("/classify", {"content": PNG, "headers": {"content-type": "image/png"}}, 415, "UNSUPPORTED_MEDIA_TYPE"),
+        ("/classify", {"headers": {"content-type": "multipart/form-data"}, "content": b"xx"}, 400, "VALIDATION_ERROR"),
+        ("/classify", {"files": {"other": ("a.png", PNG, "image/png")}}, 400, "VALIDATION_ERROR"),
+        (
+            "/classify",
+            {"data": {"image": "http://127.0.0.1:9/cat.png"}, "files": {"x": ("", b"", "")}},
+            400,
+            "VALIDATION_ERROR",
+        ),
+        (
+            "/classify",
+            {"headers": {"content-type": "multipart/form-data; boundary=x"}, "content": b"--x--\r\n"},
+            400,
+            "VALIDATION_ERROR",
+        ),
+        ("/classify", {"files": [("image", ("a.png", PNG, "image/png"))] * 2}, 413, "TOO_MANY_IMAGES"),
+        (
+            "/classify",
+            {"files": {"image": ("b" * 5000 + ".png", PNG, "image/png")}},
+            400,
+            "VALIDATION_ERROR",
+        ),  # header > 4 KiB
+        ("/classify", {"files": [("image", ("a.png", PNG, "image/png"))] * 500}, 413, "TOO_MANY_IMAGES"),
+        ("/classify_batch", {"files": [("images", ("a.png", PNG, "image/png"))] * 4}, 413, "TOO_MANY_IMAGES"),
+        ("/classify", {"files": {"image": ("a.png", bytes(1_001), "image/png")}}, 413, "PAYLOAD_TOO_LARGE"),
+        (
+            "/classify_batch",
+            {"files": [("images", ("a.png", bytes(900), "image/png"))] * 3 + [("x", ("b", bytes(120_000), ""))]},
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
+    ],
+)
 def test_forms_refuse_what_the_route_cannot_take(route, request_kwargs, status, code):
     response = run(_post(forms(), route, **request_kwargs))
     assert (response.status_code, response.json()["error"]["code"]) == (status, code), response.text
@@ -255,8 +299,10 @@ def test_admission_by_expected_wait_over_all_workers(tmp_path):
     other_worker = Ledger(path, 2, 1)
     other_worker.learn(0.1)  # 100 ms per image measured there
     # /fail answers 400 once admitted: it shows the decision and teaches the ledger nothing.
-    admission = (Admission, {"routes": ["/fail"], "ledger": lambda: Ledger(path, 2, 0), "budget_s": 1.0,
-                             "max_hold_s": 0.5})  # fmt: skip
+    admission = (
+        Admission,
+        {"routes": ["/fail"], "ledger": lambda: Ledger(path, 2, 0), "budget_s": 1.0, "max_hold_s": 0.5},
+    )
 
     async def scenario():
         async with contract(admission) as c:
@@ -270,8 +316,10 @@ def test_admission_by_expected_wait_over_all_workers(tmp_path):
 
     fits, shed, shed_after = run(scenario())
     assert fits.status_code == 400
-    assert shed.status_code == 503 and shed.json()["error"]["code"] == "OVERLOADED"
-    assert shed.headers["retry-after"] == "1" and shed.json()["error"]["retry_after"] == 1
+    assert shed.status_code == 503
+    assert shed.json()["error"]["code"] == "OVERLOADED"
+    assert shed.headers["retry-after"] == "1"
+    assert shed.json()["error"]["retry_after"] == 1
     assert 0.28 < shed_after < 0.5  # held (2 held + itself) x 0.1 s, not answered at once
 
 
@@ -281,27 +329,28 @@ def test_admission_counts_the_wait_since_the_request_arrived(tmp_path):
     admission = (Admission, {"routes": ["/fail"], "ledger": lambda: ledger, "budget_s": 1.0, "max_hold_s": 0.1})
 
     class ArrivedEarlier:  # what RequestId notes, as if the request had queued 0.5 s in the worker
-        def __init__(self, app):  # noqa: ANN001
+        def __init__(self, app):
             self.app = app
 
-        async def __call__(self, scope, receive, send):  # noqa: ANN001
+        async def __call__(self, scope, receive, send):
             facts(scope)["arrived"] = time.monotonic() - 0.5
             await self.app(scope, receive, send)
 
     ledger.add(6)  # 0.6 s queued: one more image would wait 0.7 s, within the budget
     assert run(_post(contract(admission), "/fail")).status_code == 400
     late = run(_post(contract((ArrivedEarlier, {}), admission), "/fail"))  # 0.5 s + 0.7 s over the budget
-    assert late.status_code == 503 and late.json()["error"]["code"] == "OVERLOADED"
+    assert late.status_code == 503
+    assert late.json()["error"]["code"] == "OVERLOADED"
 
 
 def test_request_id_notes_when_the_request_arrived():
     seen = {}
 
     class Peek:
-        def __init__(self, app):  # noqa: ANN001
+        def __init__(self, app):
             self.app = app
 
-        async def __call__(self, scope, receive, send):  # noqa: ANN001
+        async def __call__(self, scope, receive, send):
             seen.update(facts(scope))
             await self.app(scope, receive, send)
 
@@ -321,14 +370,22 @@ def test_admission_always_lets_one_in_when_nothing_is_in_flight(tmp_path):
 @pytest.mark.parametrize("batch_images", [3, 12])
 def test_admission_counts_the_images_of_a_request_and_learns_from_answers(tmp_path, batch_images):
     ledger = Ledger(tmp_path / "ledger", 1, 0)
-    admission = (Admission, {"routes": ["/slow"], "ledger": lambda: ledger, "budget_s": 5.0,
-                             "batch_images": batch_images, "cold_seconds_per_image": 0.02})  # fmt: skip
+    admission = (
+        Admission,
+        {
+            "routes": ["/slow"],
+            "ledger": lambda: ledger,
+            "budget_s": 5.0,
+            "batch_images": batch_images,
+            "cold_seconds_per_image": 0.02,
+        },
+    )
 
     class ThreeImages:
-        def __init__(self, app):  # noqa: ANN001
+        def __init__(self, app):
             self.app = app
 
-        async def __call__(self, scope, receive, send):  # noqa: ANN001
+        async def __call__(self, scope, receive, send):
             facts(scope)["images"] = 3
             await self.app(scope, receive, send)
 
@@ -359,7 +416,8 @@ def test_deadline_answers_504_when_the_route_is_late():
             return await c.post("/slow?s=1"), await c.post("/slow?s=0")
 
     late, prompt = run(scenario())
-    assert late.status_code == 504 and late.json()["error"]["code"] == "TIMEOUT"
+    assert late.status_code == 504
+    assert late.json()["error"]["code"] == "TIMEOUT"
     assert prompt.status_code == 200
 
 
@@ -369,8 +427,11 @@ def test_the_docs_page_uses_only_local_assets_and_the_document_has_a_title():
             return await c.get("/"), await c.get("/docs"), await c.get("/docs.json")
 
     root, docs, spec = run(scenario())
-    assert root.text == docs.text and root.headers["content-type"].startswith("text/html")
-    assert "http://" not in docs.text and "https://" not in docs.text and "googletagmanager" not in docs.text
+    assert root.text == docs.text
+    assert root.headers["content-type"].startswith("text/html")
+    assert "http://" not in docs.text
+    assert "https://" not in docs.text
+    assert "googletagmanager" not in docs.text
     assert "validatorUrl: null" in docs.text
     assert spec.json()["info"]["title"] == "PyramidNet-110 CIFAR-10 classifier"
     assert "ErrorResponse" in spec.json()["components"]["schemas"]
@@ -378,10 +439,15 @@ def test_the_docs_page_uses_only_local_assets_and_the_document_has_a_title():
 
 def test_one_access_line_per_request_with_its_error_code(caplog):
     with caplog.at_level(logging.INFO, logger="pyramidnet.access"):
-        run(_post(client((RequestId, {}), (AccessLog, {}), (ErrorContract, {})), "/fail", headers={"X-Request-ID": "a-1"}))
+        run(
+            _post(
+                client((RequestId, {}), (AccessLog, {}), (ErrorContract, {})), "/fail", headers={"X-Request-ID": "a-1"}
+            )
+        )
         run(_get(client((RequestId, {}), (AccessLog, {}), (ErrorContract, {})), "/readyz"))  # probes: no line
     lines = [r for r in caplog.records if r.name == "pyramidnet.access"]
     assert len(lines) == 1
     line = lines[0]
     assert (line.request_id, line.route, line.status, line.error_code) == ("a-1", "/fail", 400, "INVALID_IMAGE")
-    assert line.latency_ms >= 0 and line.images == 0
+    assert line.latency_ms >= 0
+    assert line.images == 0

@@ -16,17 +16,18 @@ import torch
 from PIL import Image
 
 from model_store import ModelSpec, load_classifier, read_spec
+from model_store.architecture import from_spec
 from model_store.checkpoint import CheckpointError, read_checkpoint
-from model_store.registry import SHIPPED_WEIGHTS, RegistrationError, embedded_default, load_network, register
+from model_store.evaluation import verdict
 from model_store.imaging import preprocess_batch
 from model_store.inference import softmax
-from model_store.evaluation import verdict
+from model_store.registry import SHIPPED_WEIGHTS, RegistrationError, embedded_default, load_network, register
 from model_store.store import SPEC_FILE, WEIGHTS_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def backed(metadata) -> bool | None:  # noqa: ANN001
+def backed(metadata) -> bool | None:
     """What a stored model's metadata backs (/model_info's `trained`)."""
     return verdict(metadata, 10)[0]
 
@@ -37,7 +38,7 @@ def stored_tags() -> set[str]:
 
 def test_round_trip_gives_identical_outputs(tmp_path, exact_images):
     torch.manual_seed(3)
-    source = ModelSpec().build().eval()
+    source = from_spec(ModelSpec()).eval()
     path = tmp_path / "best_pyramidnet_model.pth"
     torch.save({"model_state_dict": source.state_dict(), "epoch": 42, "best_val_acc": 93.5}, path)
 
@@ -56,7 +57,7 @@ def test_round_trip_gives_identical_outputs(tmp_path, exact_images):
 
 def test_a_model_stored_without_its_ir_is_converted_once_on_first_load(tmp_path, exact_images, caplog):
     torch.manual_seed(4)
-    source = ModelSpec().build().eval()
+    source = from_spec(ModelSpec()).eval()
     path = tmp_path / "older.pth"
     torch.save(source.state_dict(), path)
     model = register(read_checkpoint(path), name="older")
@@ -82,16 +83,20 @@ def test_metadata_and_spec_are_stored_as_data(tmp_path):
     checkpoint = embedded_default()
     model = register(checkpoint, name="meta", labels={"stage": "test"})
     meta = model.info.metadata
-    assert backed(meta) is True and meta["measured_images"] == 10_000  # the shipped default's own measurement
-    assert meta["weights"] in ("final", "ema") and meta["source"] == f"embedded:{SHIPPED_WEIGHTS.name}"
+    assert backed(meta) is True
+    assert meta["measured_images"] == 10_000
+    assert meta["weights"] in ("final", "ema")
+    assert meta["source"] == f"embedded:{SHIPPED_WEIGHTS.name}"
     assert meta["source_sha256"] == checkpoint.sha256
     assert meta["parameters"] == 1_772_706
-    assert meta["torch_version"] == str(torch.__version__) and meta["bentoml_version"] == bentoml.__version__
+    assert meta["torch_version"] == str(torch.__version__)
+    assert meta["bentoml_version"] == bentoml.__version__
     assert model.info.labels == {"stage": "test"}
     assert read_spec(model) == ModelSpec()
     # Weights are safetensors (no pickle anywhere in the stored model).
     files = {p.name for p in Path(model.path).iterdir()}
-    assert {WEIGHTS_FILE, SPEC_FILE} <= files and not any(f.endswith((".pt", ".pth", ".pkl")) for f in files)
+    assert {WEIGHTS_FILE, SPEC_FILE} <= files
+    assert not any(f.endswith((".pt", ".pth", ".pkl")) for f in files)
     assert Path(model.path_of(WEIGHTS_FILE)).read_bytes()[8:9] == b"{"  # safetensors JSON header
 
 
@@ -99,12 +104,14 @@ def test_embedded_default_is_the_shipped_model_and_scores_what_its_header_says(e
     checkpoint = embedded_default()
     assert checkpoint.sha256 == hashlib.sha256(SHIPPED_WEIGHTS.read_bytes()).hexdigest()
     assert 6.5e6 < SHIPPED_WEIGHTS.stat().st_size < 7.5e6  # fp32, about 7 MB
-    module = ModelSpec().build().eval()
+    module = from_spec(ModelSpec()).eval()
     module.load_state_dict(checkpoint.state_dict)
     images, labels = exact_images
     batch = preprocess_batch([Image.fromarray(i) for i in images], ModelSpec())
     with torch.inference_mode():
-        predicted = torch.cat([module(torch.from_numpy(batch[i : i + 256])).argmax(1) for i in range(0, len(batch), 256)])
+        predicted = torch.cat(
+            [module(torch.from_numpy(batch[i : i + 256])).argmax(1) for i in range(0, len(batch), 256)]
+        )
     top1 = float((predicted.numpy() == labels).mean() * 100)
     assert abs(top1 - float(checkpoint.metadata["test_top1_exact"])) < 0.05  # recomputed here, not copied
 
@@ -130,8 +137,11 @@ def test_non_finite_weights_fail_the_smoke_test_and_leave_nothing():
 def run_save_model(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(REPO / "scripts" / "save_model.py"), *args],
-        capture_output=True, text=True, env=os.environ, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=300,
+    )
 
 
 def test_save_model_script_registers_a_checkpoint(tmp_path):
@@ -141,11 +151,13 @@ def test_save_model_script_registers_a_checkpoint(tmp_path):
     assert result.returncode == 0, result.stderr
     tag = result.stdout.splitlines()[0]
     assert tag.startswith("scripted:")
-    assert "1,772,706" in result.stdout and "91.0" in result.stdout
+    assert "1,772,706" in result.stdout
+    assert "91.0" in result.stdout
     model = bentoml.models.get(tag)
     assert model.info.labels == {"owner": "ml"}
     # Its own claim is recorded, not vouched for: nothing was measured.
-    assert backed(model.info.metadata) is None and "trained     unknown" in result.stdout
+    assert backed(model.info.metadata) is None
+    assert "trained     unknown" in result.stdout
     assert "--eval-images" in result.stdout
 
 
@@ -157,20 +169,26 @@ def test_save_model_measures_top1_on_labelled_images_when_asked(tmp_path, test_j
             (folder / class_dir.name / image.name).symlink_to(image)
     path = tmp_path / "fresh.pth"  # a freshly initialised network: what "trained": true once hid
     torch.manual_seed(11)
-    torch.save({"model_state_dict": ModelSpec().build().state_dict(), "best_val_acc": 97.0}, path)
+    torch.save({"model_state_dict": from_spec(ModelSpec()).state_dict(), "best_val_acc": 97.0}, path)
     result = run_save_model("--checkpoint", str(path), "--name", "measured", "--eval-images", str(folder))
     assert result.returncode == 0, result.stderr
     meta = bentoml.models.get(result.stdout.splitlines()[0]).info.metadata
-    assert meta["measured_images"] == 100 and meta["measured_top1"] < 20 and backed(meta) is False
-    assert "no better than chance" in result.stdout and "97.0" in result.stdout
+    assert meta["measured_images"] == 100
+    assert meta["measured_top1"] < 20
+    assert backed(meta) is False
+    assert "no better than chance" in result.stdout
+    assert "97.0" in result.stdout
 
 
-@pytest.mark.parametrize(("metadata", "trained", "warned"), [
-    ({"measured_top1": 94.6, "measured_images": 10_000}, True, None),
-    ({"measured_top1": 11.0, "measured_images": 200, "best_val_acc": 95.0}, False, "no better than chance"),
-    ({"best_val_acc": 95.0}, None, "claims best_val_acc 95.0"),
-    ({}, None, "nothing backs this model"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("metadata", "trained", "warned"),
+    [
+        ({"measured_top1": 94.6, "measured_images": 10_000}, True, None),
+        ({"measured_top1": 11.0, "measured_images": 200, "best_val_acc": 95.0}, False, "no better than chance"),
+        ({"best_val_acc": 95.0}, None, "claims best_val_acc 95.0"),
+        ({}, None, "nothing backs this model"),
+    ],
+)
 def test_what_the_metadata_backs(metadata, trained, warned):
     verdict_trained, warning = verdict(metadata, 10)
     assert verdict_trained is trained
@@ -181,18 +199,26 @@ def test_save_model_script_defaults_to_the_embedded_model():
     result = run_save_model("--name", "embedded")
     assert result.returncode == 0, result.stderr
     assert f"source      embedded:{SHIPPED_WEIGHTS.name}" in result.stdout
-    assert "measured    top-1" in result.stdout and "10000 images" in result.stdout
-    assert "trained     true" in result.stdout and "WARNING" not in result.stdout
+    assert "measured    top-1" in result.stdout
+    assert "10000 images" in result.stdout
+    assert "trained     true" in result.stdout
+    assert "WARNING" not in result.stdout
     assert backed(bentoml.models.get(result.stdout.splitlines()[0]).info.metadata) is True
 
 
 def test_save_model_script_ends_quietly_when_its_reader_leaves_early():
     # `save_model.py | head -n1` with a reader that is gone before the tag is printed.
-    with subprocess.Popen([sys.executable, str(REPO / "scripts" / "save_model.py"), "--name", "early-reader"],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ) as proc:  # fmt: skip
+    with subprocess.Popen(
+        [sys.executable, str(REPO / "scripts" / "save_model.py"), "--name", "early-reader"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ,
+    ) as proc:
         proc.stdout.close()
         stderr = proc.stderr.read()
-    assert proc.returncode == 0 and "Traceback" not in stderr, stderr
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr, stderr
     assert bentoml.models.get("early-reader:latest").info.metadata["source"].startswith("embedded:")  # registered
 
 
@@ -203,7 +229,8 @@ def test_save_model_script_refuses_bad_input_with_one_line(tmp_path, content):
     before = stored_tags()
     result = run_save_model("--checkpoint", str(path), "--name", "refused")
     assert result.returncode != 0
-    assert len(result.stderr.strip().splitlines()) == 1 and "error" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "error" in result.stderr
     assert stored_tags() == before
 
 
@@ -211,19 +238,26 @@ def test_shipped_weights_become_the_trained_embedded_default(tmp_path):
     from model_store.registry import ship_weights
 
     torch.manual_seed(5)
-    trained = ModelSpec().build()
+    trained = from_spec(ModelSpec())
     source = tmp_path / "best_pyramidnet_model.pth"
     torch.save({"model_state_dict": trained.state_dict(), "epoch": 200, "best_val_acc": 95.7}, source)
-    shipped = ship_weights(read_checkpoint(source), tmp_path / "weights" / "default.safetensors",
-                           measured_top1="95.61", measured_images="10000", measured_on="the CIFAR-10 test JPEGs",
-                           training_command="python scripts/train.py ...")  # fmt: skip
+    shipped = ship_weights(
+        read_checkpoint(source),
+        tmp_path / "weights" / "default.safetensors",
+        measured_top1="95.61",
+        measured_images="10000",
+        measured_on="the CIFAR-10 test JPEGs",
+        training_command="python scripts/train.py ...",
+    )
     assert 6.5e6 < shipped.stat().st_size < 7.5e6  # fp32, about 7 MB
     assert b"pickle" not in shipped.read_bytes()[:200]
 
     checkpoint = embedded_default(shipped=shipped)
     model = register(checkpoint, name="shipped")
     meta = model.info.metadata
-    assert backed(meta) is True and meta["measured_top1"] == 95.61 and meta["measured_images"] == 10_000
+    assert backed(meta) is True
+    assert meta["measured_top1"] == 95.61
+    assert meta["measured_images"] == 10_000
     assert meta["training_command"] == "python scripts/train.py ..."
     assert (meta["epoch"], meta["best_val_acc"]) == (200, 95.7)
     assert meta["source"] == "embedded:default.safetensors"
@@ -242,20 +276,23 @@ def test_registering_the_same_weights_again_returns_the_stored_model(tmp_path):
     torch.save({"model_state_dict": embedded_default().state_dict, "epoch": 3}, path)
     first = register(read_checkpoint(path), name="twice")
     second = register(read_checkpoint(path), name="twice")
-    assert first.tag == second.tag and first.tag.version == read_checkpoint(path).sha256[:16]
+    assert first.tag == second.tag
+    assert first.tag.version == read_checkpoint(path).sha256[:16]
     assert [str(m.tag) for m in bentoml.models.list("twice")] == [str(first.tag)]
 
 
 def make(*args: str, **env: str) -> str:
-    result = subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True, timeout=60,
-                            env={**os.environ, **env})  # fmt: skip
+    result = subprocess.run(
+        ["make", "-n", *args], cwd=REPO, capture_output=True, text=True, timeout=60, env={**os.environ, **env}
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
 def test_make_serve_installs_only_what_serving_needs(tmp_path):
     steps = make("serve", f"VENV={tmp_path / 'venv'}")
-    assert "pip install -e .\n" in steps and "[dev]" not in steps
+    assert "pip install -e .\n" in steps
+    assert "[dev]" not in steps
     assert "[dev]" in make("test", f"VENV={tmp_path / 'venv'}")
 
 

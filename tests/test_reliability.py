@@ -61,7 +61,10 @@ def bomb_png() -> bytes:
     return encode(Image.new("L", (12_000, 12_000)), optimize=True)
 
 
-SVG = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="32" height="32"><rect width="32" height="32"/></svg>'
+SVG = (
+    b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="32" height="32">'
+    b'<rect width="32" height="32"/></svg>'
+)
 
 
 def one(name: str, data: bytes, ctype: str = "image/png") -> dict:
@@ -84,28 +87,78 @@ def corpus(jpeg: bytes) -> dict[str, tuple[str, dict, int, str | None]]:
         "png-declared-as-jpeg": ("/classify", one("a.jpg", png, "image/jpeg"), 200, None),
         "jpeg-declared-as-text": ("/classify", one("a.txt", jpeg, "text/plain"), 200, None),
         "svg": ("/classify", one("a.svg", SVG, "image/svg+xml"), 415, "UNSUPPORTED_MEDIA_TYPE"),
-        "format-not-allowed-ppm": ("/classify", one("a.ppm", encode(Image.new("RGB", (32, 32)), "PPM")), 415, "UNSUPPORTED_MEDIA_TYPE"),
+        "format-not-allowed-ppm": (
+            "/classify",
+            one("a.ppm", encode(Image.new("RGB", (32, 32)), "PPM")),
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
         "decompression-bomb": ("/classify", one("bomb.png", bomb_png()), 413, "IMAGE_TOO_LARGE"),
         "sixteen-bit-png": ("/classify", one("a.png", sixteen_bit_png()), 200, None),
         "palette-png": ("/classify", one("a.png", palette_png()), 200, None),
         "cmyk-jpeg": ("/classify", one("a.jpg", cmyk_jpeg(), "image/jpeg"), 200, None),
         "animated-gif": ("/classify", one("a.gif", animated_gif(), "image/gif"), 200, None),
-        "file-over-byte-limit": ("/classify", one("big.png", b"\x89PNG" + bytes(9 * 1024 * 1024)), 413, "PAYLOAD_TOO_LARGE"),
-        "request-over-byte-limit": ("/classify_batch", many(*[(f"{i}.png", bytes(7 * 1024 * 1024)) for i in range(5)]), 413, "PAYLOAD_TOO_LARGE"),
+        "file-over-byte-limit": (
+            "/classify",
+            one("big.png", b"\x89PNG" + bytes(9 * 1024 * 1024)),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
+        "request-over-byte-limit": (
+            "/classify_batch",
+            many(*[(f"{i}.png", bytes(7 * 1024 * 1024)) for i in range(5)]),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
         "too-many-images": ("/classify_batch", many(*[("a.png", png)] * 65), 413, "TOO_MANY_IMAGES"),
         "batch-with-one-bad": ("/classify_batch", many(("a.png", png), ("b.png", b"nope")), 400, "INVALID_IMAGE"),
         "missing-field": ("/classify", {"files": {"other": ("a.png", png, "image/png")}}, 400, "VALIDATION_ERROR"),
-        "empty-multipart": ("/classify", {"headers": {"content-type": "multipart/form-data; boundary=x"}, "content": b"--x--\r\n"}, 400, "VALIDATION_ERROR"),
-        "wrong-field-name": ("/classify_batch", {"files": {"image": ("a.png", png, "image/png")}}, 400, "VALIDATION_ERROR"),
-        "url-instead-of-file": ("/classify", {"data": {"image": "http://127.0.0.1:9/cat.png"}, "files": {"x": ("", b"", "")}}, 400, "VALIDATION_ERROR"),
-        "multipart-without-boundary": ("/classify", {"headers": {"content-type": "multipart/form-data"}, "content": b"xx"}, 400, "VALIDATION_ERROR"),
+        "empty-multipart": (
+            "/classify",
+            {"headers": {"content-type": "multipart/form-data; boundary=x"}, "content": b"--x--\r\n"},
+            400,
+            "VALIDATION_ERROR",
+        ),
+        "wrong-field-name": (
+            "/classify_batch",
+            {"files": {"image": ("a.png", png, "image/png")}},
+            400,
+            "VALIDATION_ERROR",
+        ),
+        "url-instead-of-file": (
+            "/classify",
+            {"data": {"image": "http://127.0.0.1:9/cat.png"}, "files": {"x": ("", b"", "")}},
+            400,
+            "VALIDATION_ERROR",
+        ),
+        "multipart-without-boundary": (
+            "/classify",
+            {"headers": {"content-type": "multipart/form-data"}, "content": b"xx"},
+            400,
+            "VALIDATION_ERROR",
+        ),
         "json-body": ("/classify", {"json": {"image": "http://127.0.0.1:9/cat.png"}}, 415, "UNSUPPORTED_MEDIA_TYPE"),
-        "raw-bytes-body": ("/classify", {"content": jpeg, "headers": {"content-type": "image/jpeg"}}, 415, "UNSUPPORTED_MEDIA_TYPE"),
+        "raw-bytes-body": (
+            "/classify",
+            {"content": jpeg, "headers": {"content-type": "image/jpeg"}},
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
         "filename-of-4000-characters": ("/classify", one("a" * 4000 + ".jpg", jpeg, "image/jpeg"), 200, None),
         "part-header-over-4-kib": ("/classify", one("a" * 5000 + ".jpg", jpeg, "image/jpeg"), 400, "VALIDATION_ERROR"),
-        "5000-parts-to-classify": ("/classify", {"files": [("image", ("a.jpg", jpeg, "image/jpeg"))] * 5000}, 413, "TOO_MANY_IMAGES"),
-        "two-images-to-classify": ("/classify", {"files": [("image", ("a.jpg", jpeg, "image/jpeg"))] * 2}, 413, "TOO_MANY_IMAGES"),
-    }  # fmt: skip
+        "5000-parts-to-classify": (
+            "/classify",
+            {"files": [("image", ("a.jpg", jpeg, "image/jpeg"))] * 5000},
+            413,
+            "TOO_MANY_IMAGES",
+        ),
+        "two-images-to-classify": (
+            "/classify",
+            {"files": [("image", ("a.jpg", jpeg, "image/jpeg"))] * 2},
+            413,
+            "TOO_MANY_IMAGES",
+        ),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -126,14 +179,16 @@ def test_bad_and_odd_inputs_get_their_documented_answer(server, cases, name):
     if code is None:
         assert body["label"] in CIFAR10_CLASSES
     else:
-        assert body["error"]["code"] == code and body["error"]["message"]
+        assert body["error"]["code"] == code
+        assert body["error"]["message"]
         assert body["request_id"] == response.headers["x-request-id"]
     assert server.is_ready()
     # Client errors are logged as one INFO line, without a traceback.
     with server.log.open("rb") as f:
         f.seek(log_before)
         new_log = f.read().decode(errors="replace")
-    assert "Traceback" not in new_log and "[ERROR]" not in new_log
+    assert "Traceback" not in new_log
+    assert "[ERROR]" not in new_log
 
 
 def test_animated_gif_is_classified_by_its_first_frame(server, offline: Classifier):
@@ -147,12 +202,15 @@ def test_animated_gif_is_classified_by_its_first_frame(server, offline: Classifi
 def test_request_id_round_trip(server):
     given = "client-7f3a.42:retry-1"
     response = httpx.post(server.url + "/classify", headers={"X-Request-ID": given}, **one("a", b"bad"))
-    assert response.headers["x-request-id"] == given and response.json()["request_id"] == given
+    assert response.headers["x-request-id"] == given
+    assert response.json()["request_id"] == given
     correlated = httpx.post(server.url + "/model_info", headers={"X-Correlation-ID": "corr-1"})
-    assert correlated.status_code == 200 and correlated.headers["x-request-id"] == "corr-1"
+    assert correlated.status_code == 200
+    assert correlated.headers["x-request-id"] == "corr-1"
     for malformed in ("has spaces", "x" * 129, "new\\nline"):
         replaced = httpx.post(server.url + "/model_info", headers={"X-Request-ID": malformed}).headers["x-request-id"]
-        assert replaced != malformed and len(replaced) == 32
+        assert replaced != malformed
+        assert len(replaced) == 32
     time.sleep(0.2)
     lines = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
     assert any(entry.get("request_id") == given and entry.get("status") == 400 for entry in lines)
@@ -165,7 +223,8 @@ def test_one_json_access_line_per_request(server, sample_jpegs):
     entries = [json.loads(line) for line in server.log.read_text().splitlines() if rid in line]
     assert len(entries) == 1
     entry = entries[0]
-    assert entry["logger"] == "pyramidnet.access" and entry["level"] == "INFO"
+    assert entry["logger"] == "pyramidnet.access"
+    assert entry["level"] == "INFO"
     assert (entry["method"], entry["route"], entry["status"], entry["images"]) == ("POST", "/classify", 200, 1)
     assert entry["latency_ms"] > 0
 
@@ -188,13 +247,27 @@ def test_error_contract_is_in_the_openapi_schema(server):
 
 def test_fuzzing_the_openapi_schema_finds_no_server_error(server, tmp_path):
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "schemathesis"), "run", f"{server.url}/docs.json",
-         "--checks", "not_a_server_error", "--max-examples", "60", "--seed", "7", "--no-color"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            str(Path(sys.executable).parent / "schemathesis"),
+            "run",
+            f"{server.url}/docs.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "60",
+            "--seed",
+            "7",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-4000:]
     summary = re.search(r"(\d+) generated, (\d+) passed", result.stdout)
-    assert summary and summary[1] == summary[2] and int(summary[1]) >= 100, result.stdout[-2000:]
+    assert summary, result.stdout[-2000:]
+    assert summary[1] == summary[2], result.stdout[-2000:]
+    assert int(summary[1]) >= 100, result.stdout[-2000:]
 
 
 # --- A server with API keys, CORS and a small admission queue -----------------------------
@@ -212,10 +285,15 @@ def guarded(default_model, tmp_path_factory) -> Server:
     keys_file = home / "keys.txt"
     keys_file.write_text(f"\n{FILE_KEY}\n")
     srv = start_server(
-        str(default_model.tag), home / "serve.log",
-        api_keys=",".join(KEYS), api_keys_file=str(keys_file), cors_origins=ORIGIN,
-        max_wait_s=str(MAX_WAIT_S), api_workers="2", max_latency_ms=str(BUDGET_MS),
-    )  # fmt: skip
+        str(default_model.tag),
+        home / "serve.log",
+        api_keys=",".join(KEYS),
+        api_keys_file=str(keys_file),
+        cors_origins=ORIGIN,
+        max_wait_s=str(MAX_WAIT_S),
+        api_workers="2",
+        max_latency_ms=str(BUDGET_MS),
+    )
     yield srv
     stop_server(srv)
 
@@ -228,7 +306,8 @@ def guarded(default_model, tmp_path_factory) -> Server:
 def test_requests_without_a_valid_key_are_refused(guarded, headers, sample_jpegs):
     response = httpx.post(guarded.url + "/classify", headers=headers, **one("a.jpg", sample_jpegs[0].read_bytes()))
     assert response.status_code == 401
-    assert response.json()["error"]["code"] == "UNAUTHORIZED" and response.json()["request_id"]
+    assert response.json()["error"]["code"] == "UNAUTHORIZED"
+    assert response.json()["request_id"]
 
 
 @pytest.mark.parametrize(
@@ -256,13 +335,17 @@ def test_generated_client_with_a_token(guarded, sample_jpegs):
 def test_cors_preflight_for_the_configured_origin(guarded):
     preflight = httpx.options(
         guarded.url + "/classify",
-        headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "authorization"},
-    )  # fmt: skip
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == ORIGIN
-    other = httpx.options(guarded.url + "/classify",
-                          headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})  # fmt: skip
+    other = httpx.options(
+        guarded.url + "/classify", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    )
     assert other.headers.get("access-control-allow-origin") != "https://evil.example"
 
 
@@ -283,7 +366,8 @@ def test_overload_is_shed_early_with_retry_after_and_never_500(guarded, sample_j
 
     statuses = Counter(status for status, _, _ in results)
     assert set(statuses) <= {200, 503}, statuses
-    assert statuses[503] > 0 and statuses[200] > 0, statuses
+    assert statuses[503] > 0, statuses
+    assert statuses[200] > 0, statuses
     for status, _, response in results:
         if status == 503:
             assert response.json()["error"]["code"] == "OVERLOADED"
@@ -376,10 +460,12 @@ def test_sigterm_finishes_every_accepted_request(default_model, tmp_path, sample
 
     outcomes = Counter(outcome for _, _, outcome in results)
     in_flight_finished = sum(1 for start, end, o in results if o == "ok" and start < sent_at[0] < end)
-    assert busy.is_set() and srv.process.returncode == 0
+    assert busy.is_set()
+    assert srv.process.returncode == 0
     assert not [o for o in outcomes if o.startswith("lost")], outcomes
     assert in_flight_finished > 0, outcomes
-    assert outcomes["ok"] > 0 and outcomes["refused"] > 0, outcomes
+    assert outcomes["ok"] > 0, outcomes
+    assert outcomes["refused"] > 0, outcomes
 
 
 def test_ctrl_c_while_the_model_loads_stops_in_seconds_and_probes_answer(default_model, tmp_path):
@@ -417,23 +503,37 @@ SIZES = st.sampled_from([0, 1, 100, 4000, 5000, 70_000])
 
 
 def multipart(field: str, filename: str, content_type: str, extra: str, parts: int, data: bytes) -> bytes:
-    part = (f'--b0und\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
-            f"Content-Type: {content_type}\r\nX-Extra: {extra}\r\n\r\n").encode() + data + b"\r\n"  # fmt: skip
+    part = (
+        (
+            f'--b0und\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+            f"Content-Type: {content_type}\r\nX-Extra: {extra}\r\n\r\n"
+        ).encode()
+        + data
+        + b"\r\n"
+    )
     return part * parts + b"--b0und--\r\n"
 
 
-@hypothesis.given(route=st.sampled_from(["/classify", "/classify_batch"]), field=SIZES, filename=SIZES,
-                  content_type=SIZES, extra=SIZES, parts=st.sampled_from([0, 1, 2, 65, 1500]))  # fmt: skip
+@hypothesis.given(
+    route=st.sampled_from(["/classify", "/classify_batch"]),
+    field=SIZES,
+    filename=SIZES,
+    content_type=SIZES,
+    extra=SIZES,
+    parts=st.sampled_from([0, 1, 2, 65, 1500]),
+)
 @hypothesis.settings(max_examples=60, deadline=None, derandomize=True)
-def test_a_multipart_body_of_any_shape_gets_a_coded_answer(server, cases, route, field, filename, content_type,
-                                                           extra, parts):  # fmt: skip
+def test_a_multipart_body_of_any_shape_gets_a_coded_answer(
+    server, cases, route, field, filename, content_type, extra, parts
+):
     """Every header and field of a multipart body, at any size, and any number of parts: a result
     or a coded 4xx, never a 5xx (a long filename once made BentoML fail writing a temporary file)."""
     jpeg = cases["jpeg-declared-as-text"][1]["files"]["image"][1]
     name = "f" * field if field else {"/classify": "image", "/classify_batch": "images"}[route]
     body = multipart(name, "n" * filename, "image/" + "x" * content_type, "e" * extra, parts, jpeg)
-    response = httpx.post(server.url + route, content=body, timeout=120,
-                          headers={"content-type": "multipart/form-data; boundary=b0und"})  # fmt: skip
+    response = httpx.post(
+        server.url + route, content=body, timeout=120, headers={"content-type": "multipart/form-data; boundary=b0und"}
+    )
     assert response.status_code < 500, response.text[:500]
     if response.status_code != 200:
         assert response.json()["error"]["code"] in {e.code for e in ALL_ERRORS}, response.text[:500]

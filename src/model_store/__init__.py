@@ -1,8 +1,9 @@
 """PyramidNet on CIFAR-10: the serving library.
 
 Importing the package (and everything the CPU serving path uses) never imports torch. The torch
-side lives in its own modules: architecture, checkpoint, registry (registration, IR conversion)
-and backends (the torch backends, for a GPU or by choice).
+side lives in its own modules: architecture, checkpoint, conversion (to OpenVINO's IR), registry
+(registration) and backends (the torch backends, for a GPU or by choice). The layers, and the
+contracts that keep them, are in docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 from .errors import ApiError, ImageTooLarge, InvalidImage, TooManyImages, UnsupportedMediaType, ValidationFailed
 from .imaging import decode_image, preprocess, preprocess_batch
 from .inference import Classifier
+from .loading import load_classifier
 from .schemas import ErrorResponse, ModelInfo, Prediction, to_predictions
 from .settings import Settings
-from .spec import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, ModelSpec
-from .store import DEFAULT_MODEL_NAME, get_model, load_classifier, read_spec
+from .spec import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, DEFAULT_MODEL_NAME, ModelSpec
+from .store import get_model, read_spec
 
 __all__ = [
     "CIFAR10_CLASSES",

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .spec import ModelSpec
+
 
 class IdentityPadding(nn.Module):
     """Shortcut of a block whose width grows: zero-pad the new channels, pool on stride 2."""
@@ -98,3 +100,8 @@ def pyramidnet(*, num_layers: int = 18, alpha: float = 48, num_classes: int = 10
     https://arxiv.org/abs/1610.02915
     """
     return PyramidNet(num_layers=num_layers, alpha=alpha, num_classes=num_classes)
+
+
+def from_spec(spec: ModelSpec) -> PyramidNet:
+    """A freshly initialised network of the shape a stored model's spec describes."""
+    return pyramidnet(num_layers=spec.num_layers, alpha=spec.alpha, num_classes=spec.num_classes)

@@ -27,18 +27,20 @@ import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
-from .inference import Backend, Classifier, Precision, choose
+from .conversion import export_ir
+from .inference import Classifier, choose
 from .openvino_ir import Runtime, compile_ir
-from .registry import export_ir
+from .options import Backend, Precision
 from .spec import ModelSpec
-from .store import device_type
 
 log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """A torch device for a device name; `auto` is what store.device_type picks (CUDA when a GPU is visible)."""
-    device = torch.device(device_type(name) if name == "auto" else name)
+    """A torch device for a device name; `auto` is CUDA when torch sees a GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} requested but CUDA is not available")
     return device
@@ -104,9 +106,13 @@ def _onnx(module: nn.Module, input_size: int) -> Runtime:
         raise RuntimeError("backend 'onnx' needs ONNX Runtime: pip install 'pyramidnet-bento[onnx]'") from None
     sample = torch.zeros(2, 3, input_size, input_size)
     exported = torch.onnx.export(
-        module, (sample,), dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch", max=65536)},),
-        input_names=["images"], verbose=False,
-    )  # fmt: skip
+        module,
+        (sample,),
+        dynamo=True,
+        dynamic_shapes=({0: torch.export.Dim("batch", max=65536)},),
+        input_names=["images"],
+        verbose=False,
+    )
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(exported.model_proto.SerializeToString(), options, ["CPUExecutionProvider"])

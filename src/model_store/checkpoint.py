@@ -17,6 +17,9 @@ from torch import nn
 from torch._weights_only_unpickler import _get_allowed_globals
 from torch.serialization import get_safe_globals
 
+from .architecture import from_spec
+from .spec import ModelSpec
+
 # Prefixes that wrappers add to every key: DataParallel/DistributedDataParallel, torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -61,8 +64,7 @@ def parse_checkpoint(data: bytes, *, source: str = "<bytes>") -> Checkpoint:
         metadata, obj = obj, obj["model_state_dict"]
     if not isinstance(obj, Mapping) or not obj:
         raise CheckpointError(
-            f"{source} holds neither a state_dict nor a dict with 'model_state_dict' "
-            f"(found {type(obj).__name__})"
+            f"{source} holds neither a state_dict nor a dict with 'model_state_dict' (found {type(obj).__name__})"
         )
     non_tensors = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if non_tensors:
@@ -103,6 +105,14 @@ def check_compatible(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
         raise CheckpointError("state_dict does not fit the architecture; " + "; ".join(problems))
 
 
+def build_network(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """The network `spec` describes, with `state_dict` loaded strictly (CheckpointError lists any misfit)."""
+    module = from_spec(spec)
+    check_compatible(module, state_dict)
+    module.load_state_dict(state_dict, strict=True)
+    return module
+
+
 def _safe_load(data: bytes, source: str) -> Any:
     if not data:
         raise CheckpointError(f"{source} is empty")
@@ -139,8 +149,10 @@ def _disallowed_globals(data: bytes) -> list[str]:
     """The globals a raw pickle imports that torch's weights_only loader does not allow, read from
     its opcodes (nothing is executed). STACK_GLOBAL (protocol 4+) takes the two strings pushed last,
     directly or from the memo."""
-    allowed = {*_get_allowed_globals(), *(f"{g.__module__}.{g.__qualname__}" for g in get_safe_globals()
-                                          if not isinstance(g, tuple))}  # fmt: skip
+    allowed = {
+        *_get_allowed_globals(),
+        *(f"{g.__module__}.{g.__qualname__}" for g in get_safe_globals() if not isinstance(g, tuple)),
+    }
     found: list[str] = []
     strings: list[str] = []
     memo: dict[int, str | None] = {}

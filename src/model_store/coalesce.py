@@ -56,7 +56,7 @@ class Coalescer:
         try:
             batches = [batch for batch, _ in group]
             result = await self._call(batches[0] if len(batches) == 1 else np.concatenate(batches))
-        except Exception as e:  # noqa: BLE001 - handed to every request in the call
+        except Exception as e:
             for _, answer in group:
                 if not answer.done():
                     answer.set_exception(e)

@@ -100,20 +100,42 @@ class Timeout(ApiError):
 # Every error the routes answer with, for the OpenAPI document and the docs. The probes' 503s are
 # NOT_READY (/readyz) and MODEL_UNAVAILABLE (/livez, /healthz).
 ALL_ERRORS: tuple[type[ApiError], ...] = (
-    InvalidImage, ValidationFailed, Unauthorized, NotFound, MethodNotAllowed, PayloadTooLarge, ImageTooLarge,
-    TooManyImages, UnsupportedMediaType, Internal, Overloaded, ModelUnavailable, Timeout,
-)  # fmt: skip
+    InvalidImage,
+    ValidationFailed,
+    Unauthorized,
+    NotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    ImageTooLarge,
+    TooManyImages,
+    UnsupportedMediaType,
+    Internal,
+    Overloaded,
+    ModelUnavailable,
+    Timeout,
+)
 
 # The code of an error answer the framework made, by status (its own 400s are validation errors).
 CODES: dict[int, str] = {400: "VALIDATION_ERROR", 422: "VALIDATION_ERROR"} | {
-    e.status: e.code for e in (Unauthorized, NotFound, MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType,
-                               Internal, Overloaded, Timeout)  # fmt: skip
+    e.status: e.code
+    for e in (
+        Unauthorized,
+        NotFound,
+        MethodNotAllowed,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Internal,
+        Overloaded,
+        Timeout,
+    )
 }
 
 INTERNAL_MESSAGE = "the server failed to process the request; quote the request id when reporting it"
 
 
-def error_body(code: str, message: str, request_id: str | None = None, retry_after: int | None = None) -> dict[str, Any]:
+def error_body(
+    code: str, message: str, request_id: str | None = None, retry_after: int | None = None
+) -> dict[str, Any]:
     """The one shape of every error answer."""
     body: dict[str, Any] = {"error": {"code": code, "message": message}}
     if retry_after is not None:  # also in a header; here for clients that do not expose headers

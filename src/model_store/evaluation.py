@@ -16,7 +16,9 @@ BATCH = 256
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-def labelled_images(root: Path, classes: Sequence[str], limit_per_class: int | None = None) -> tuple[list[Path], np.ndarray]:
+def labelled_images(
+    root: Path, classes: Sequence[str], limit_per_class: int | None = None
+) -> tuple[list[Path], np.ndarray]:
     """Image files under root/<class>/ (the folder names are class names) and their labels."""
     paths, labels = [], []
     for label, name in enumerate(classes):
@@ -51,8 +53,12 @@ def verdict(metadata: Mapping[str, Any], num_classes: int) -> tuple[bool | None,
         top1, chance = float(metadata["measured_top1"]), 100 / num_classes
         if top1 > 2 * chance:
             return True, None
-        return False, (f"measured top-1 is {top1:.1f} % on {metadata['measured_images']} labelled images, "
-                       f"no better than chance ({chance:.0f} %): its predictions are meaningless")  # fmt: skip
+        return False, (
+            f"measured top-1 is {top1:.1f} % on {metadata['measured_images']} labelled images, "
+            f"no better than chance ({chance:.0f} %): its predictions are meaningless"
+        )
     claim = f"; the checkpoint claims best_val_acc {metadata['best_val_acc']}" if "best_val_acc" in metadata else ""
-    return None, ("nothing backs this model: no accuracy was measured when it was registered "
-                  f"(scripts/save_model.py --eval-images DIR measures one){claim}")  # fmt: skip
+    return None, (
+        "nothing backs this model: no accuracy was measured when it was registered "
+        f"(scripts/save_model.py --eval-images DIR measures one){claim}"
+    )

@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 
 from .openvino_ir import Runtime, native_bf16
+from .options import BACKENDS, PRECISIONS, Backend, Precision
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
-
-Backend = Literal["openvino", "eager", "fused", "compile", "onnx"]
-Precision = Literal["fp32", "bf16", "int8", "fp16"]
-BACKENDS: tuple[Backend, ...] = get_args(Backend)
-PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
 
 def choose(device_type: str, backend: str = "auto", precision: str = "auto") -> tuple[Backend, Precision]:
@@ -33,11 +29,10 @@ def choose(device_type: str, backend: str = "auto", precision: str = "auto") -> 
     """
     if backend == "auto":
         backend = "openvino" if device_type == "cpu" else "fused"
-    if precision == "auto":
-        if device_type != "cpu":
-            precision = "fp16"
-        else:
-            precision = "bf16" if backend == "openvino" and native_bf16() else "fp32"
+    if precision == "auto" and device_type != "cpu":
+        precision = "fp16"
+    elif precision == "auto":
+        precision = "bf16" if backend == "openvino" and native_bf16() else "fp32"
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
@@ -47,8 +42,10 @@ def choose(device_type: str, backend: str = "auto", precision: str = "auto") -> 
     if precision in ("bf16", "int8") and device_type == "cpu" and backend != "openvino":
         raise ValueError(f"{precision} on the CPU runs through OpenVINO; {backend} runs fp32 there")
     if precision == "bf16" and device_type == "cpu" and not native_bf16():
-        raise ValueError("bf16 needs a CPU that computes it natively (AVX512_BF16 or AMX); this one does not: "
-                         "use fp32, or auto to choose")  # fmt: skip
+        raise ValueError(
+            "bf16 needs a CPU that computes it natively (AVX512_BF16 or AMX); this one does not: "
+            "use fp32, or auto to choose"
+        )
     if precision == "int8" and backend != "openvino":
         raise ValueError("int8 runs only through OpenVINO on the CPU")
     if precision == "fp16" and device_type != "cuda":
@@ -116,8 +113,13 @@ class Classifier:
             if len(batch) == 1:
                 raise
             half = len(batch) // 2
-            log.warning("out of memory on a batch of %d on %s; retrying as %d + %d",
-                        len(batch), self.device, half, len(batch) - half)  # fmt: skip
+            log.warning(
+                "out of memory on a batch of %d on %s; retrying as %d + %d",
+                len(batch),
+                self.device,
+                half,
+                len(batch) - half,
+            )
             return np.concatenate([self._forward(batch[:half]), self._forward(batch[half:])])
 
     def warm_up(self, batch_sizes: Iterable[int]) -> None:
@@ -125,4 +127,6 @@ class Classifier:
         sizes = list(batch_sizes)
         for n in sizes:
             self.predict_proba(np.zeros((n, 3, self.spec.input_size, self.spec.input_size), dtype=np.float32))
-        log.info("warmed up %s (%s, %s) on %s for batch sizes %s", self.tag, self.backend, self.precision, self.device, sizes)
+        log.info(
+            "warmed up %s (%s, %s) on %s for batch sizes %s", self.tag, self.backend, self.precision, self.device, sizes
+        )

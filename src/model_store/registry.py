@@ -1,5 +1,6 @@
 """The BentoML model store, write side: register a checkpoint pickle-free, with the OpenVINO IR
-the CPU serves (fp32, and int8 when calibration images are given). Loading is store.py."""
+the CPU serves (fp32, and int8 when calibration images are given). Reading is store.py, loading
+for inference loading.py."""
 
 from __future__ import annotations
 
@@ -14,16 +15,16 @@ from typing import Any
 
 import bentoml
 import numpy as np
-import openvino
 import safetensors.torch
 import torch
 from PIL import Image
 
-from .checkpoint import Checkpoint, check_compatible
+from .checkpoint import Checkpoint, build_network
+from .conversion import export_ir, quantize_ir
 from .imaging import preprocess
 from .openvino_ir import IR_DIR, IR_FILES, ir_path
-from .spec import ModelSpec
-from .store import DEFAULT_MODEL_NAME, SPEC_FILE, WEIGHTS_FILE, read_spec
+from .spec import DEFAULT_MODEL_NAME, ModelSpec
+from .store import SPEC_FILE, WEIGHTS_FILE, read_spec
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,10 @@ class RegistrationError(ValueError):
 def embedded_default(shipped: Path = SHIPPED_WEIGHTS) -> Checkpoint:
     """The default model: the PyramidNet-110 this project trained, shipped in the package."""
     if not shipped.is_file():
-        raise RegistrationError(f"the embedded default's weights are missing ({shipped}): reinstall the package, "
-                                "or register a checkpoint of your own with --checkpoint")  # fmt: skip
+        raise RegistrationError(
+            f"the embedded default's weights are missing ({shipped}): reinstall the package, "
+            "or register a checkpoint of your own with --checkpoint"
+        )
     return _shipped(shipped)
 
 
@@ -52,8 +55,10 @@ def ship_weights(checkpoint: Checkpoint, path: Path = SHIPPED_WEIGHTS, **facts: 
     if checkpoint.best_val_acc is not None:
         header["best_val_acc"] = str(checkpoint.best_val_acc)
     header["source_sha256"] = checkpoint.sha256
-    tensors = {k: v.detach().float().contiguous() if v.is_floating_point() else v.contiguous()
-               for k, v in checkpoint.state_dict.items()}  # fmt: skip
+    tensors = {
+        k: v.detach().float().contiguous() if v.is_floating_point() else v.contiguous()
+        for k, v in checkpoint.state_dict.items()
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     safetensors.torch.save_file(tensors, path, metadata=header)
     return path
@@ -136,14 +141,6 @@ def register(
     return model
 
 
-def build_network(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """The network `spec` describes, with `state_dict` loaded strictly (CheckpointError lists any misfit)."""
-    module = spec.build()
-    check_compatible(module, state_dict)
-    module.load_state_dict(state_dict, strict=True)
-    return module
-
-
 def _add_int8(model: bentoml.Model, calibration: np.ndarray, calibrated_on: str) -> None:
     """Quantize a stored model's fp32 IR and move the int8 IR in beside it (.bin first: the .xml marks it whole)."""
     fp32 = ir_path(model.path, "fp32")
@@ -159,35 +156,9 @@ def _add_int8(model: bentoml.Model, calibration: np.ndarray, calibrated_on: str)
 
 def load_network(model: bentoml.Model) -> torch.nn.Module:
     """A stored model's network on the CPU, in eval mode."""
-    return build_network(read_spec(model), safetensors.torch.load_file(model.path_of(WEIGHTS_FILE), device="cpu")).eval()
-
-
-def export_ir(module: torch.nn.Module, folder: Path, input_size: int = 32) -> Path:
-    """Convert the network to OpenVINO's fp32 IR under `folder`/openvino; returns the .xml path."""
-    sample = torch.zeros(2, 3, input_size, input_size)
-    batch = torch.export.Dim("batch", max=65536)
-    program = torch.export.export(module.cpu().eval(), (sample,), dynamic_shapes=({0: batch},))
-    graph = openvino.convert_model(program)
-    graph.reshape({0: [-1, 3, input_size, input_size]})  # only the batch varies
-    xml = Path(folder) / IR_DIR / IR_FILES["fp32"]
-    openvino.save_model(graph, xml, compress_to_fp16=False)  # fp32 weights: exact is the contract
-    return xml
-
-
-def quantize_ir(xml: Path, calibration: np.ndarray, calibrated_on: str = "", out: Path | None = None) -> Path:
-    """int8 post-training quantization of an fp32 IR (NNCF) calibrated on normalised images, saved
-    beside it (or at `out`); returns the int8 .xml."""
-    try:
-        import nncf
-    except ImportError:
-        raise RuntimeError("int8 needs NNCF at registration: pip install 'pyramidnet-bento[int8]'") from None
-    graph = openvino.Core().read_model(xml)
-    samples = nncf.Dataset([image[None] for image in calibration.astype(np.float32)])
-    quantized = nncf.quantize(graph, samples, subset_size=len(calibration))
-    quantized.set_rt_info(f"{len(calibration)} images: {calibrated_on}", ["pyramidnet", "calibrated_on"])
-    out = out or xml.with_name(IR_FILES["int8"])
-    openvino.save_model(quantized, out, compress_to_fp16=False)
-    return out
+    return build_network(
+        read_spec(model), safetensors.torch.load_file(model.path_of(WEIGHTS_FILE), device="cpu")
+    ).eval()
 
 
 def store_ir(model: bentoml.Model) -> None:
@@ -211,7 +182,7 @@ def _smoke_test(module: torch.nn.Module, spec: ModelSpec) -> None:
     with torch.inference_mode():
         logits = module(torch.from_numpy(sample)[None])
     if logits.shape != (1, spec.num_classes) or not torch.isfinite(logits).all():
+        fault = "non-finite" if logits.shape == (1, spec.num_classes) else "wrong-shaped"
         raise RegistrationError(
-            f"forward pass on a sample image gave {'non-finite' if logits.shape == (1, spec.num_classes) else 'wrong-shaped'} "
-            f"output {tuple(logits.shape)}; refusing to register"
+            f"forward pass on a sample image gave {fault} output {tuple(logits.shape)}; refusing to register"
         )

@@ -30,7 +30,9 @@ class InputLimits(BaseModel):
     max_image_pixels: int = Field(description="width x height; larger images are refused before decoding")
     max_images_per_request: int = Field(description="most files one /classify_batch request may carry")
     allowed_formats: list[str] = Field(description="decided from the bytes, not the name or content type")
-    multi_frame: str = Field("first_frame", description="animated or multi-page images: only the first frame is classified")
+    multi_frame: str = Field(
+        "first_frame", description="animated or multi-page images: only the first frame is classified"
+    )
     url_inputs: bool = Field(False, description="URLs in place of files are refused; upload the bytes")
     timeout_s: float
     auth_required: bool
@@ -77,7 +79,9 @@ class ModelInfo(BaseModel):
     parameters: int
     source_sha256: str
     device: str
-    backend: str = Field(description="how the network runs: openvino (the stored IR) on the CPU, a torch backend on CUDA")
+    backend: str = Field(
+        description="how the network runs: openvino (the stored IR) on the CPU, a torch backend on CUDA"
+    )
     precision: str = Field(description="fp32 (exact), bf16 or int8 on the CPU; fp16 autocast on CUDA")
     batching: BatchingLimits
     limits: InputLimits

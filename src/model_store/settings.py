@@ -9,9 +9,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .inference import Backend, Precision
-from .openvino_ir import cpu_budget
-from .store import DEFAULT_MODEL_NAME
+from .options import Backend, Precision
+from .spec import DEFAULT_MODEL_NAME
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
 
@@ -26,12 +25,13 @@ class Settings(BaseSettings):
         "auto", description="how the network runs; auto: OpenVINO on the CPU, fused torch on CUDA (inference.choose)"
     )
     precision: Literal["auto"] | Precision = Field(
-        "auto", description="auto: bf16 on a CPU with native bf16, else fp32; fp16 autocast on CUDA. bf16 and int8 run "
-        "through OpenVINO on the CPU"
+        "auto",
+        description="auto: bf16 on a CPU with native bf16, else fp32; fp16 autocast on CUDA. bf16 and int8 run "
+        "through OpenVINO on the CPU",
     )
     api_workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
-        "auto", description="API worker processes; auto: one per 3 CPUs the server may use (cgroup limits "
-        "count), at least one"
+        "auto",
+        description="API worker processes; auto: one per 3 CPUs the server may use (cgroup limits count), at least one",
     )
 
     # Batching, measured on the 2-core CPU machine (docs/performance.md): offline throughput is
@@ -42,8 +42,9 @@ class Settings(BaseSettings):
     max_batch_size: Annotated[int, Field(ge=1)] = 16
     max_latency_ms: Annotated[int, Field(ge=1)] = 10000
     max_wait_s: Annotated[float, Field(gt=0)] = Field(
-        2.0, description="admit a request while the wait it can expect (images in flight on every API worker, "
-        "times the seconds per image measured) fits this budget; beyond it, 503 OVERLOADED"
+        2.0,
+        description="admit a request while the wait it can expect (images in flight on every API worker, "
+        "times the seconds per image measured) fits this budget; beyond it, 503 OVERLOADED",
     )
     timeout_s: Annotated[float, Field(gt=0)] = Field(60, description="answer 504 TIMEOUT after this long")
 
@@ -69,7 +70,7 @@ class Settings(BaseSettings):
     def _upper(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(sorted({v.upper() for v in value}))
 
-    def api_worker_count(self, cpus: float | None = None) -> int:
+    def api_worker_count(self, cpus: float) -> int:
         """How many API workers to run. For `auto`: a `/classify` request costs an API worker about
         1.2 ms of CPU and the runner 3.3 ms (2 cores, bf16: docs/performance.md), so the API needs
         about a third of the cores. On 2 cores one worker served 366-380 img/s at 32 clients and
@@ -77,7 +78,7 @@ class Settings(BaseSettings):
         15.6. Untested above 2 cores."""
         if self.api_workers != "auto":
             return self.api_workers
-        return max(1, math.ceil((cpu_budget() if cpus is None else cpus) / 3))
+        return max(1, math.ceil(cpus / 3))
 
     def keys(self) -> list[bytes]:
         """Every accepted API key; none means authentication is off."""

@@ -59,7 +59,7 @@ class DrainBeforeExit:
             signal.signal(sig, self._deferring(handler))
         return True
 
-    def _deferring(self, handler):  # noqa: ANN001, ANN202
+    def _deferring(self, handler):
         started = threading.Event()
 
         def on_signal(sig: int, frame: FrameType | None) -> None:
@@ -69,7 +69,7 @@ class DrainBeforeExit:
 
         return on_signal
 
-    def _exit_when_idle(self, handler, sig: int, frame: FrameType | None) -> None:  # noqa: ANN001
+    def _exit_when_idle(self, handler, sig: int, frame: FrameType | None) -> None:
         name = signal.Signals(sig).name
         log.info("%s: serving until idle for %.1f s (at most %.0f s)", name, self.idle_s, self.max_s)
         deadline = time.monotonic() + self.max_s

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-if TYPE_CHECKING:  # the serving path on the CPU never imports torch
-    from .architecture import PyramidNet
+DEFAULT_MODEL_NAME = "pyramidnet-cifar10"
 
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 
@@ -39,9 +46,3 @@ class ModelSpec(BaseModel):
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-    def build(self) -> PyramidNet:
-        """A freshly initialised network of this shape (imports torch)."""
-        from .architecture import pyramidnet
-
-        return pyramidnet(num_layers=self.num_layers, alpha=self.alpha, num_classes=self.num_classes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .asgi import REQUEST_ID_KEY, PROBES, ASGIApp, Message, Receive, Scope, Send, facts
+from .asgi import PROBES, REQUEST_ID_KEY, ASGIApp, Message, Receive, Scope, Send, facts
 
 log = logging.getLogger("pyramidnet.access")
 
@@ -32,8 +32,15 @@ class AccessLog:
         try:
             await self.app(scope, receive, observe)
         finally:
-            log.info("request", extra={
-                "request_id": scope.get(REQUEST_ID_KEY), "method": scope["method"], "route": scope["path"],
-                "status": status, "error_code": learnt.get("error_code"),
-                "latency_ms": round((time.perf_counter() - started) * 1000, 2), "images": learnt.get("images", 0),
-            })  # fmt: skip
+            log.info(
+                "request",
+                extra={
+                    "request_id": scope.get(REQUEST_ID_KEY),
+                    "method": scope["method"],
+                    "route": scope["path"],
+                    "status": status,
+                    "error_code": learnt.get("error_code"),
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "images": learnt.get("images", 0),
+                },
+            )

@@ -35,9 +35,17 @@ class Admission:
     its own measure, less so when fewer than `batch_images` were queued: the latency of a short queue
     is mostly one forward pass, not the drain rate of a long one."""
 
-    def __init__(self, app: ASGIApp, *, routes: Collection[str], ledger: Callable[[], Ledger], budget_s: float,
-                 batch_images: int = 16, cold_seconds_per_image: float = 0.02,
-                 max_hold_s: float = 2.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        routes: Collection[str],
+        ledger: Callable[[], Ledger],
+        budget_s: float,
+        batch_images: int = 16,
+        cold_seconds_per_image: float = 0.02,
+        max_hold_s: float = 2.0,
+    ) -> None:
         self.app = app
         self.batch_images = batch_images
         self.routes = frozenset(routes)
@@ -63,8 +71,11 @@ class Admission:
                 await asyncio.sleep(hold)  # an earlier retry would be shed again
             finally:
                 self.ledger.hold(-1)
-            raise Overloaded(f"the service is at capacity (about {wait:.1f} s of work queued, over its "
-                             f"{self.budget_s:g} s budget); retry shortly", retry_after=math.ceil(hold))  # fmt: skip
+            raise Overloaded(
+                f"the service is at capacity (about {wait:.1f} s of work queued, over its "
+                f"{self.budget_s:g} s budget); retry shortly",
+                retry_after=math.ceil(hold),
+            )
         status = None
 
         async def observe(message: Message) -> None:

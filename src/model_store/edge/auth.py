@@ -19,9 +19,9 @@ class ApiKeys:
         self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.keys and scope["type"] == "http" and scope["path"] not in PROBES and scope["method"] != "OPTIONS":
-            if not self.accepts(Headers(scope=scope)):
-                raise Unauthorized("a valid API key is required: 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+        guarded = self.keys and scope["type"] == "http" and scope["path"] not in PROBES and scope["method"] != "OPTIONS"
+        if guarded and not self.accepts(Headers(scope=scope)):
+            raise Unauthorized("a valid API key is required: 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
         await self.app(scope, receive, send)
 
     def accepts(self, headers: Headers) -> bool:

@@ -6,6 +6,7 @@ import json
 import logging
 from typing import Any
 
+from ..bentoml_internals import framework_error_message
 from ..errors import CODES, INTERNAL_MESSAGE, ApiError, Internal, ModelUnavailable, NotReady, error_body
 from .asgi import REQUEST_ID_KEY, ASGIApp, Message, Receive, Scope, Send, facts
 
@@ -13,8 +14,10 @@ log = logging.getLogger("pyramidnet.edge")
 
 # What the framework's 503 on a probe means: __is_ready__ or __is_alive__ returned False.
 PROBE_ERRORS: dict[str, type[ApiError]] = {
-    "/readyz": NotReady, "/livez": ModelUnavailable, "/healthz": ModelUnavailable,
-}  # fmt: skip
+    "/readyz": NotReady,
+    "/livez": ModelUnavailable,
+    "/healthz": ModelUnavailable,
+}
 
 
 class ErrorContract:
@@ -98,22 +101,4 @@ def conform(status: int, body: bytes, scope: Scope, headers: dict[str, str]) -> 
     if status == 405:
         allowed = headers.get("allow", "another method")
         return code, f"{scope['method']} {scope['path']} is not allowed: use {allowed}", None
-    return code, _framework_message(data) or f"request failed with HTTP {status}", retry_after
-
-
-def _framework_message(data: Any) -> str | None:
-    """The message in BentoML's and Starlette's error bodies, whatever their shape."""
-    if isinstance(data, dict) and isinstance(data.get("detail"), list):
-        return "; ".join(_describe(d) for d in data["detail"]) or str(data.get("error"))
-    if isinstance(data, dict) and isinstance(data.get("error") or data.get("detail"), str):
-        return data.get("error") or data["detail"]
-    if isinstance(data, list) and data and isinstance(data[0], dict) and "error" in data[0]:
-        return str(data[0]["error"])
-    return None
-
-
-def _describe(detail: Any) -> str:
-    if not isinstance(detail, dict):
-        return str(detail)
-    where = ".".join(str(p) for p in detail.get("loc", ()))
-    return f"{where}: {detail.get('msg', 'invalid')}" if where else str(detail.get("msg", "invalid"))
+    return code, framework_error_message(data) or f"request failed with HTTP {status}", retry_after

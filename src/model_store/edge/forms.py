@@ -17,6 +17,7 @@ import bentoml
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartParser
 
+from ..bentoml_internals import ParsedByEdge, multipart_fields
 from ..errors import PayloadTooLarge, TooManyImages, UnsupportedMediaType, ValidationFailed
 from .asgi import ASGIApp, Receive, Scope, Send, facts, replay
 
@@ -33,27 +34,29 @@ class Upload:
     data: bytes
 
 
-class UploadedForm(bentoml.IODescriptor):
+class UploadedForm(ParsedByEdge):
     """Input spec of a route behind `Forms`: its fields declare the files (for the OpenAPI document
     and the generated client); their values are the `Upload`s Forms parsed."""
 
+    SCOPE_KEY = FORM
+
     @classmethod
-    async def from_http_request(cls, request: Any, serde: Any) -> UploadedForm:
-        files: dict[str, list[Upload]] = request.scope[FORM]
-        return cls.model_construct(**{name: files[name] if _is_list(cls, name) else files[name][0] for name in files})
+    def from_scope(cls, value: dict[str, list[Upload]]) -> UploadedForm:
+        return cls.model_construct(**{name: value[name] if _is_list(cls, name) else value[name][0] for name in value})
 
 
 def form_fields(spec: type[bentoml.IODescriptor], max_files: int) -> dict[str, int]:
     """{file field: most files it takes} of an input spec: `max_files` for a list field, else 1."""
-    return {name: max_files if _is_list(spec, name) else 1 for name in spec.multipart_fields}
+    return {name: max_files if _is_list(spec, name) else 1 for name in multipart_fields(spec)}
 
 
 class Forms:
     """For a POST to one of `fields`' routes: the body, bounded by `max_request_bytes`, parsed
     once; a route without file fields sees an empty JSON object whatever was sent."""
 
-    def __init__(self, app: ASGIApp, *, fields: Mapping[str, Mapping[str, int]], max_request_bytes: int,
-                 max_file_bytes: int) -> None:  # fmt: skip
+    def __init__(
+        self, app: ASGIApp, *, fields: Mapping[str, Mapping[str, int]], max_request_bytes: int, max_file_bytes: int
+    ) -> None:
         self.app = app
         self.fields = fields
         self.max_request_bytes = max_request_bytes
@@ -98,8 +101,10 @@ class Forms:
             form = await parser.parse()
         except Exception as e:  # any failure to parse hostile bytes is a malformed body, nothing more
             if "Too many files" in str(e):
-                raise TooManyImages(f"more than {limit} file(s) in one request to this route"
-                                    + ("; send several images to /classify_batch" if limit == 1 else "")) from None  # fmt: skip
+                raise TooManyImages(
+                    f"more than {limit} file(s) in one request to this route"
+                    + ("; send several images to /classify_batch" if limit == 1 else "")
+                ) from None
             why = str(e.__cause__ or e)[:200] or type(e).__name__  # python-multipart's reason, when it gave one
             raise ValidationFailed(f"malformed multipart body: {why}") from None
         try:
@@ -110,15 +115,19 @@ class Forms:
                 if not isinstance(value, UploadFile):
                     raise ValidationFailed(f"form field {name!r} must be a file upload (URLs and text are refused)")
                 if (value.size or 0) > self.max_file_bytes:
-                    raise PayloadTooLarge(f"file {(value.filename or name)[:_SHOWN]!r} is {value.size:,} bytes; "
-                                          f"the limit is {self.max_file_bytes:,}")  # fmt: skip
+                    raise PayloadTooLarge(
+                        f"file {(value.filename or name)[:_SHOWN]!r} is {value.size:,} bytes; "
+                        f"the limit is {self.max_file_bytes:,}"
+                    )
                 files.setdefault(name, []).append(Upload(value.filename, value.content_type, await value.read()))
             if missing := set(expected) - set(files):
                 raise ValidationFailed(f"missing form field {_names(missing)}")
             for name, uploads in files.items():
                 if len(uploads) > expected[name]:
-                    raise TooManyImages(f"{len(uploads)} files in {name!r}; the limit is {expected[name]}"
-                                        + ("; send several images to /classify_batch" if expected[name] == 1 else ""))  # fmt: skip
+                    raise TooManyImages(
+                        f"{len(uploads)} files in {name!r}; the limit is {expected[name]}"
+                        + ("; send several images to /classify_batch" if expected[name] == 1 else "")
+                    )
             return files
         finally:
             await form.close()

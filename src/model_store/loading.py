@@ -1,0 +1,90 @@
+"""A stored model loaded for inference on the device, backend and precision chosen.
+
+The CPU path compiles the stored OpenVINO IR and never imports torch. Torch is imported only
+where it is needed, each time lazily and on purpose: a GPU or a torch backend (backends.py), or a
+model registered before the IR was stored, which is converted once on first load and kept
+(registry.py). That is what lets the CPU bento leave torch out.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import logging
+import os
+
+import bentoml
+
+from .inference import Classifier, choose
+from .openvino_ir import compile_ir, ir_path
+from .store import get_model, read_spec
+
+log = logging.getLogger(__name__)
+
+
+def device_type(device: str = "auto") -> str:
+    """`cpu` or `cuda` for a device name; `auto` is CUDA when torch is installed and sees a GPU.
+
+    Torch is asked only where a GPU could be: it is installed (the CPU bento has none) and an
+    NVIDIA device node exists (/dev/dxg on WSL2); importing it costs a CPU node seconds of start-up.
+    """
+    if device != "auto":
+        return device.split(":")[0]
+    if importlib.util.find_spec("torch") is None or not (glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/dxg")):
+        return "cpu"
+    import torch  # lazy: only where a GPU could be
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_classifier(
+    ref: str | bentoml.Model, device: str = "auto", backend: str = "auto", precision: str = "auto"
+) -> Classifier:
+    """A stored model as a Classifier on `device` (`auto`, `cpu`, `cuda`, `cuda:1`...); see inference.choose."""
+    model = get_model(ref)
+    spec = read_spec(model)
+    kind = device_type(device)
+    backend, precision = choose(kind, backend, precision)
+    metadata = dict(model.info.metadata)
+    if backend != "openvino":
+        # lazy: the torch side, for a GPU or a torch backend asked for by name
+        from .backends import torch_classifier
+        from .registry import load_network
+
+        return torch_classifier(
+            load_network(model),
+            spec,
+            tag=str(model.tag),
+            metadata=metadata,
+            device=kind if device == "auto" else device,
+            backend=backend,
+            precision=precision,
+        )
+    xml = ir_path(model.path, precision)
+    if not xml.is_file():
+        if precision == "int8":
+            raise FileNotFoundError(
+                f"{model.tag} has no int8 model: register it with save_model.py --calibration-images DIR"
+            )
+        if importlib.util.find_spec("torch") is None:
+            raise RuntimeError(
+                f"{model.tag} has no OpenVINO IR and there is no torch here to convert it: register "
+                "it again with this version (scripts/save_model.py), then rebuild the bento"
+            )
+        from .registry import store_ir  # lazy: converting needs torch, and only an old model needs it
+
+        log.warning(
+            "%s was registered without an OpenVINO IR: converting it now and storing it "
+            "beside the weights (once; needs torch)",
+            model.tag,
+        )
+        store_ir(model)
+    return Classifier(
+        compile_ir(xml, precision),
+        spec,
+        tag=str(model.tag),
+        metadata=metadata,
+        device="cpu",
+        backend="openvino",
+        precision=precision,
+    )
