@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +25,8 @@ import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
-from .conversion import export_ir
+from .checkpoint import as_arrays
+from .conversion import build_ir
 from .inference import Classifier, choose
 from .openvino_ir import Runtime, compile_ir
 from .options import Backend, Precision
@@ -62,8 +61,7 @@ def torch_classifier(
     if backend == "openvino":
         if precision == "int8":
             raise ValueError("int8 runs the calibrated IR of a registered model (save_model.py --calibration-images)")
-        with tempfile.TemporaryDirectory() as folder:
-            run = compile_ir(export_ir(module, Path(folder), spec.input_size), precision)
+        run = compile_ir(build_ir(spec, as_arrays(module)), precision)
     else:
         run = build(module, backend, target, precision, input_size=spec.input_size)
     return Classifier(run, spec, tag=tag, metadata=metadata, device=str(target), backend=backend, precision=precision)

@@ -33,6 +33,8 @@ from typing import Any, ClassVar
 import bentoml
 from bentoml._internal.resource import system_resources
 
+# BentoML's private packages: only this module may name them (a unit test searches the repository).
+PRIVATE_PACKAGES = ("bentoml._internal", "_bentoml_impl", "_bentoml_sdk")
 # What an API worker's command line names (`python -m _bentoml_impl.worker.service ...`).
 API_WORKER_MODULE = "_bentoml_impl.worker"
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch._weights_only_unpickler import _get_allowed_globals
@@ -111,6 +112,11 @@ def build_network(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> nn.Mo
     check_compatible(module, state_dict)
     module.load_state_dict(state_dict, strict=True)
     return module
+
+
+def as_arrays(module: nn.Module) -> dict[str, np.ndarray]:
+    """A network's state dict as float32 numpy arrays on the CPU (conversion.build_ir's input)."""
+    return {k: v.detach().cpu().float().numpy() for k, v in module.state_dict().items() if v.is_floating_point()}
 
 
 def _safe_load(data: bytes, source: str) -> Any:

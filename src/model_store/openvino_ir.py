@@ -59,11 +59,12 @@ def native_bf16() -> bool:
     return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def compile_ir(xml: Path, precision: str = "fp32", threads: int | None = None) -> Runtime:
-    """The IR at `xml` compiled for the CPU at `precision` (`fp32`, `bf16` or `int8`)."""
+def compile_ir(ir: Path | openvino.Model, precision: str = "fp32", threads: int | None = None) -> Runtime:
+    """The IR (a stored .xml, or a model in memory) compiled for the CPU at `precision` (`fp32`, `bf16`
+    or `int8`)."""
     threads = threads or cpu_threads()
     core = openvino.Core()
-    graph = core.read_model(xml)
+    graph = ir if isinstance(ir, openvino.Model) else core.read_model(ir)
     common = {"INFERENCE_PRECISION_HINT": PLANS[precision][1], "INFERENCE_NUM_THREADS": threads}
     with ThreadPoolExecutor(1) as pool:  # both builds at once: about 0.75 s instead of 1.05 s on 2 cores
         split = pool.submit(
@@ -72,7 +73,11 @@ def compile_ir(xml: Path, precision: str = "fp32", threads: int | None = None) -
         latency = core.compile_model(graph, "CPU", {**common, "PERFORMANCE_HINT": "LATENCY"})
         streams = split.result()
     log.info(
-        "compiled %s for OpenVINO %s on the CPU: %s, %d threads", xml.name, openvino.__version__, precision, threads
+        "compiled %s for OpenVINO %s on the CPU: %s, %d threads",
+        getattr(ir, "name", "the network in memory"),
+        openvino.__version__,
+        precision,
+        threads,
     )
     local = threading.local()  # infer requests are not thread-safe: each calling thread has its own
 

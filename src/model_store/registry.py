@@ -15,12 +15,13 @@ from typing import Any
 
 import bentoml
 import numpy as np
+import safetensors.numpy
 import safetensors.torch
 import torch
 from PIL import Image
 
-from .checkpoint import Checkpoint, build_network
-from .conversion import export_ir, quantize_ir
+from .checkpoint import Checkpoint, as_arrays, build_network
+from .conversion import build_ir, quantize_ir, save_ir
 from .imaging import preprocess
 from .openvino_ir import IR_DIR, IR_FILES, ir_path
 from .spec import DEFAULT_MODEL_NAME, ModelSpec
@@ -134,7 +135,7 @@ def register(
         safetensors.torch.save_file(state_dict, model.path_of(WEIGHTS_FILE), metadata={"format": "pt"})
         with open(model.path_of(SPEC_FILE), "w") as f:
             f.write(spec.model_dump_json(indent=2))
-        xml = export_ir(module, Path(model.path), spec.input_size)
+        xml = save_ir(build_ir(spec, as_arrays(module)), Path(model.path))
         if calibration is not None:
             quantize_ir(xml, calibration, calibrated_on)
     log.info("registered %s from %s", model.tag, checkpoint.source)
@@ -164,7 +165,8 @@ def load_network(model: bentoml.Model) -> torch.nn.Module:
 def store_ir(model: bentoml.Model) -> None:
     """Convert a model stored before registration kept the IR, into its folder all at once."""
     with tempfile.TemporaryDirectory(dir=model.path) as scratch:
-        xml = export_ir(load_network(model), Path(scratch), read_spec(model).input_size)
+        weights = safetensors.numpy.load_file(model.path_of(WEIGHTS_FILE))
+        xml = save_ir(build_ir(read_spec(model), weights), Path(scratch))
         try:
             os.rename(xml.parent, model.path_of(IR_DIR))
         except OSError:

@@ -19,8 +19,7 @@ import pytest
 
 from model_store import CIFAR10_CLASSES, decode_image, preprocess_batch
 
-pytestmark = pytest.mark.server
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "classify_dir.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "classify_dir.py"
 
 
 @pytest.fixture

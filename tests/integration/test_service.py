@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import re
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,25 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model_store import CIFAR10_CLASSES, Classifier, decode_image, load_classifier, preprocess_batch
+from model_store import CIFAR10_CLASSES, preprocess_batch
 from model_store.openvino_ir import native_bf16
 from model_store.registry import SHIPPED_WEIGHTS
 
-from .conftest import Server, start_server, stop_server
-
-pytestmark = pytest.mark.server
-PARITY = 1e-5
-# What this CPU serves; bf16 elsewhere is refused (test_a_model_that_cannot_load_...).
-CPU_PRECISIONS = ["fp32", "bf16", "int8"] if native_bf16() else ["fp32", "int8"]
-
-
-def offline_probabilities(offline: Classifier, paths: list[Path]) -> np.ndarray:
-    images = [decode_image(p, max_pixels=10**6) for p in paths]
-    return offline.predict_proba(preprocess_batch(images, offline.spec))
-
-
-def served_probabilities(results: list[dict]) -> np.ndarray:
-    return np.array([[r["probabilities"][c] for c in CIFAR10_CLASSES] for r in results])
+from ..parity import PARITY, offline_probabilities, served_probabilities
+from ..servers import Server
 
 
 def batch_histogram(server: Server) -> dict[float, float]:
@@ -117,60 +103,6 @@ def test_concurrent_classify_is_batched_and_exact(server, offline, sample_jpegs)
     single = after[1.0] - before.get(1.0, 0)
     assert total > 0, "no forward pass counted"
     assert single < total, f"no forward pass of more than one image among {total:.0f}"
-
-
-@pytest.mark.parametrize("precision", CPU_PRECISIONS)
-def test_each_precision_is_served_as_its_offline_model(int8_model, precision, sample_jpegs, tmp_path):
-    server = start_server(
-        str(int8_model.tag), tmp_path / "serve.log", precision=precision, max_latency_ms="20000", max_wait_s="60"
-    )
-    try:
-        with bentoml.SyncHTTPClient(server.url, timeout=120) as client:
-            results = client.classify_batch(images=sample_jpegs[:40]) + client.classify_batch(images=sample_jpegs[40:])
-    finally:
-        stop_server(server)
-    reference = load_classifier(int8_model, "cpu", precision=precision)
-    assert np.abs(served_probabilities(results) - offline_probabilities(reference, sample_jpegs)).max() < PARITY
-    assert f"(openvino, {precision}) on cpu" in server.log.read_text()
-    if precision != "fp32":  # not the fp32 model under another name (on random weights the outputs still differ)
-        fp32 = load_classifier(int8_model, "cpu", precision="fp32")
-        assert np.abs(offline_probabilities(fp32, sample_jpegs) - served_probabilities(results)).max() > PARITY
-
-
-# fp16 runs only on CUDA; bf16 only where the CPU computes it natively (else it is emulated slowly).
-@pytest.mark.parametrize("precision", ["fp16"] if native_bf16() else ["fp16", "bf16"])
-def test_a_model_that_cannot_load_is_answered_at_once_and_the_server_reports_dead(
-    default_model, precision, sample_jpegs, tmp_path
-):
-    # A request that waited for the model would wait 600 s: the client's 30 s would run out first.
-    server = start_server(
-        str(default_model.tag), tmp_path / "serve.log", wait_ready=False, precision=precision, timeout_s="600"
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while (live := probe(server, "/livez")) is None or live.status_code == 200:
-            assert server.process.poll() is None, server.log.read_text()[-3000:]
-            assert time.monotonic() < deadline, server.log.read_text()[-3000:]
-            time.sleep(0.5)
-        jpeg = {"image": ("a.jpg", sample_jpegs[0].read_bytes(), "image/jpeg")}
-        answers = {
-            "/classify": httpx.post(server.url + "/classify", files=jpeg, timeout=30),
-            "/model_info": httpx.post(server.url + "/model_info", timeout=30),
-            "/livez": live,
-            "/healthz": httpx.get(server.url + "/healthz", timeout=30),
-        }
-        ready = httpx.get(server.url + "/readyz", timeout=30)
-    finally:
-        stop_server(server)
-    for route, answer in answers.items():
-        assert answer.status_code == 503, (route, answer.text)
-        assert answer.headers["retry-after"] == "30", (route, answer.text)
-        assert answer.json()["error"]["code"] == "MODEL_UNAVAILABLE", (route, answer.text)
-    assert ready.status_code == 503
-    assert ready.json()["error"]["code"] == "NOT_READY"
-    reason = {"fp16": "fp16 runs only on CUDA", "bf16": "bf16 needs a CPU that computes it natively"}[precision]
-    assert "could not load" in server.log.read_text()
-    assert reason in server.log.read_text()
 
 
 def probe(server: Server, path: str) -> httpx.Response | None:

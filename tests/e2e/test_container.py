@@ -21,10 +21,11 @@ import pytest
 
 from model_store import CIFAR10_CLASSES
 
-from .conftest import free_port
+from ..servers import free_port
 
-pytestmark = pytest.mark.container
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.container  # opt-in: pytest -m container
+
+REPO = Path(__file__).resolve().parents[2]
 IMAGE = os.environ.get("PYRAMIDNET_IMAGE", "localhost/pyramidnet-cifar10:latest")
 
 

@@ -10,17 +10,10 @@ import sys
 from pathlib import Path
 
 import httpx
-import numpy as np
-import pytest
 
-from bench.harness import command, free_port, serving
-from bench.hey import BOUNDARY, load_images, multipart, summarise
-from model_store import load_classifier
+from bench.hey import BOUNDARY, load_images, multipart
 
-from .conftest import REPO, Server
-from .test_service import PARITY, offline_probabilities, served_probabilities
-
-pytestmark = pytest.mark.server
+from ..servers import REPO, Server
 
 
 def test_locust_headless_run_exercises_both_endpoints_without_failures(server: Server, cifar10_dir: Path, tmp_path):
@@ -71,27 +64,3 @@ def test_the_benchmark_body_is_a_batch_the_service_answers(server: Server, cifar
     )
     assert response.status_code == 200
     assert len(response.json()) == 4
-
-
-def test_benchmark_figures_count_only_the_200s():
-    results = [(0.1, 200), (0.2, 200), (0.3, 200), (0.9, 200), (5.0, 503), (0.01, 503)]
-    summary = summarise(results, seconds=2.0, images_per_request=4)
-    assert summary["codes"] == {200: 4, 503: 2}
-    assert summary["requests"] == 6
-    assert summary["ok_per_s"] == 2.0
-    assert summary["images_per_s"] == 8.0
-    assert summary["p50_ms"] == 250.0
-    assert summary["p99_ms"] < 900
-
-
-@pytest.mark.parametrize("design", ["seed_design", "litserve"])
-def test_the_designs_compared_with_serve_the_same_weights(design, default_model, sample_jpegs, tmp_path):
-    port, env = free_port(), {"PYRAMIDNET_MODEL": str(default_model.tag)}
-    with serving(command(design, port), port, env, tmp_path / f"{design}.log") as (url, _):
-        answers = [
-            httpx.post(url + "/classify", files={"image": p.read_bytes()}, timeout=60) for p in sample_jpegs[:10]
-        ]
-    results = [a.json() for a in answers if a.status_code == 200]
-    assert len(results) == 10, [a.text for a in answers]
-    eager = load_classifier(default_model, "cpu", "eager", "fp32")
-    assert np.abs(served_probabilities(results) - offline_probabilities(eager, sample_jpegs[:10])).max() < PARITY

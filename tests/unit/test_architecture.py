@@ -10,7 +10,7 @@ from model_store import ModelSpec
 from model_store.architecture import IdentityPadding, ResidualBlock, pyramidnet
 from model_store.imaging import normalize
 
-from .seed_pyramidnet import pyramidnet110 as seed_pyramidnet110
+from ..seed_pyramidnet import pyramidnet110 as seed_pyramidnet110
 
 
 def test_default_is_pyramidnet110_alpha48_with_1_772_706_parameters():

@@ -15,8 +15,7 @@ import torch
 
 from model_store.registry import embedded_default
 
-pytestmark = pytest.mark.server
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", REPO / "docs" / "api.md"]
 SKIP = ("make ", "-m bench.", "apt-get ", "locust ", "<key>", "containerize", "kubectl")  # CI runs make; benchmarks and
 # load tests are not tests (test_load_tools.py runs the Locust file); containerize needs Docker and

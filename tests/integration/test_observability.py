@@ -1,0 +1,59 @@
+"""Reliability and security against real servers: bad input, request ids, auth, overload,
+shutdown, and schema-based fuzzing. Every non-2xx answer must follow the error contract."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+
+
+def one(name: str, data: bytes, ctype: str = "image/png") -> dict:
+    return {"files": {"image": (name, data, ctype)}}
+
+
+def test_request_id_round_trip(server):
+    given = "client-7f3a.42:retry-1"
+    response = httpx.post(server.url + "/classify", headers={"X-Request-ID": given}, **one("a", b"bad"))
+    assert response.headers["x-request-id"] == given
+    assert response.json()["request_id"] == given
+    correlated = httpx.post(server.url + "/model_info", headers={"X-Correlation-ID": "corr-1"})
+    assert correlated.status_code == 200
+    assert correlated.headers["x-request-id"] == "corr-1"
+    for malformed in ("has spaces", "x" * 129, "new\\nline"):
+        replaced = httpx.post(server.url + "/model_info", headers={"X-Request-ID": malformed}).headers["x-request-id"]
+        assert replaced != malformed
+        assert len(replaced) == 32
+    time.sleep(0.2)
+    lines = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
+    assert any(entry.get("request_id") == given and entry.get("status") == 400 for entry in lines)
+
+
+def test_one_json_access_line_per_request(server, sample_jpegs):
+    rid = "access-line-check"
+    httpx.post(server.url + "/classify", headers={"X-Request-ID": rid}, **one("a.jpg", sample_jpegs[1].read_bytes()))
+    time.sleep(0.2)
+    entries = [json.loads(line) for line in server.log.read_text().splitlines() if rid in line]
+    assert len(entries) == 1
+    entry = entries[0]
+    assert entry["logger"] == "pyramidnet.access"
+    assert entry["level"] == "INFO"
+    assert (entry["method"], entry["route"], entry["status"], entry["images"]) == ("POST", "/classify", 200, 1)
+    assert entry["latency_ms"] > 0
+
+
+def test_security_headers_and_no_auth_by_default(server, sample_jpegs):
+    response = httpx.post(server.url + "/classify", **one("a.jpg", sample_jpegs[2].read_bytes()))
+    assert response.status_code == 200
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-frame-options"] == "DENY"
+
+
+def test_error_contract_is_in_the_openapi_schema(server):
+    spec = httpx.get(server.url + "/docs.json").json()
+    assert "ErrorResponse" in spec["components"]["schemas"]
+    responses = spec["paths"]["/classify_batch"]["post"]["responses"]
+    assert "TOO_MANY_IMAGES" in responses["413"]["description"]
+    assert "Retry-After" in responses["503"]["headers"]
