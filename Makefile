@@ -19,7 +19,7 @@ resolve_model = tag="$(MODEL)"; \
 	if [ -z "$$tag" ]; then out=$$($(BIN)/python scripts/save_model.py) || exit 1; \
 	echo "$$out" >&2; tag=$$(echo "$$out" | head -n1); fi
 
-.PHONY: install serve test build
+.PHONY: install serve test test-fast lint build
 
 install: $(VENV)/.serve
 
@@ -39,6 +39,16 @@ serve: $(VENV)/.serve
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest
+
+# The unit tier alone: no process, no socket, about a minute.
+test-fast: $(VENV)/.dev
+	$(BIN)/python -m pytest tests/unit
+
+# Style and architecture: ruff's lint and format, and the import contracts in pyproject.toml.
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 build: $(VENV)/.serve
 	@$(resolve_model); PYRAMIDNET_MODEL=$$tag $(BIN)/bentoml build -f $(BENTOFILE)

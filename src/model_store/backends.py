@@ -1,17 +1,17 @@
-"""The torch side of inference: devices, the torch backends, and the conversion to OpenVINO's IR.
+"""The torch side of inference: devices and the torch backends.
 
 Every backend maps a float32 (N, 3, S, S) array to (N, C) logits:
 
     openvino  OpenVINO on the CPU, from the IR (openvino_ir.py; served without torch)
     eager     the seed's way: NCHW, batch norm as a separate op
     fused     channels_last, each conv -> batch-norm pair folded into the conv
-    compile   torch.compile of `fused` (about two minutes of compilation at start-up)
+    compile   torch.compile of `fused` (minutes of compilation at start-up)
     onnx      ONNX Runtime on a graph exported at load (the `onnx` extra)
 
-On the CPU all of them stay within 1e-5 of eager in probability at fp32 (tests/test_backends.py),
-so the choice is by speed alone: OpenVINO was the fastest at every batch size from 1 to 128 in
-each run of `python -m bench.offline` (docs/performance.md). On CUDA the default is `fused` under
-fp16 autocast, untested on a GPU (none was available to this project).
+On the CPU all of them stay within 1e-5 of eager in probability at fp32
+(tests/integration/test_backends.py), so the choice is by speed alone: OpenVINO, the fastest
+measured (docs/performance.md#offline-the-fastest-exact-backend). On CUDA the default is `fused`
+under fp16 autocast, untested on a GPU (none was available to this project).
 """
 
 from __future__ import annotations

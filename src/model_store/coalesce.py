@@ -3,9 +3,8 @@
 Every runner call costs the runner CPU outside the model (HTTP, pickle, tracing, the batcher),
 and small forward passes cost more per image than full ones. An API worker therefore keeps at
 most `max_in_flight` calls open (one by default); requests that arrive meanwhile wait in one
-queue and go together, as one float32 (N, 3, S, S) array, in the next call. Measured on 2 cores
-at 32 clients of one image each, one API worker (docs/performance.md): one call in flight formed
-forward passes of 15.6 images and served 366-380 img/s; two formed 8.3 and served 316-323. Each
+queue and go together, as one float32 (N, 3, S, S) array, in the next call: fuller forward passes,
+fewer calls (docs/performance.md#where-the-cpu-goes measures one call in flight against two). Each
 request gets its own rows back, in order; a failed call fails every request in it.
 """
 

@@ -1,8 +1,9 @@
 """The network as OpenVINO's IR, built from its weights with OpenVINO's graph API. Imports no torch.
 
 The graph is architecture.py's forward pass written op for op (tests/unit/test_conversion.py holds
-the two to 1e-5 on the pixel-exact test images): building it takes well under a second, where
-tracing the torch module and converting the trace took tens of seconds on 2 cores. Registration
+the two to 1e-5 on the pixel-exact test images). Building it reads the weights and nothing else,
+so it needs no torch and is far faster than tracing the module and converting the trace
+(docs/performance.md#registration-building-the-ir). Registration
 stores the result (registry.py); a network in memory that is asked to run through OpenVINO is
 built the same way (backends.py); `quantize_ir` adds the int8 IR (NNCF).
 """

@@ -22,10 +22,10 @@ log = logging.getLogger(__name__)
 def choose(device_type: str, backend: str = "auto", precision: str = "auto") -> tuple[Backend, Precision]:
     """The measured default for a device type (`cpu`, `cuda`) unless overridden, checked.
 
-    The CPU runs OpenVINO (docs/performance.md), at bf16 where the CPU computes it natively: on the
-    trained default it keeps top-1 within 0.1 pp of fp32 at about twice the speed (the rule and
-    the table: docs/performance.md#precision). Elsewhere fp32, the exact one; fp32, bf16 and int8
-    can be asked for. CUDA runs the `fused` torch backend under fp16 autocast (untested on a GPU).
+    The CPU runs OpenVINO, the fastest backend measured, at bf16 where the CPU computes it natively
+    and fp32, the exact one, elsewhere: the rule is the fastest precision within 0.1 pp of fp32's
+    top-1, and the table it reads is docs/performance.md#precision. fp32, bf16 and int8 can be
+    asked for. CUDA runs the `fused` torch backend under fp16 autocast (untested on a GPU).
     """
     if backend == "auto":
         backend = "openvino" if device_type == "cpu" else "fused"

@@ -1,18 +1,16 @@
 """The CPU serving path: OpenVINO running the IR stored beside the weights. Imports no torch.
 
-Registration converts the network once (registry.py) and stores it in the model's folder:
+Registration builds the IR once (conversion.py, registry.py) and stores it in the model's folder:
 
     openvino/model.xml, .bin          fp32 IR: served as fp32, or as bf16 by OpenVINO's precision hint
     openvino/model-int8.xml, .bin     post-training int8 (NNCF, calibrated on training images), if made
 
-How a batch runs, measured on the 2-core machine (docs/performance.md): a batch of one goes to a
-model compiled for latency (one stream over both cores: about 10 ms against 16 ms on one core).
-A larger batch is split over one stream per core. Streams share nothing, so when an API worker
-takes a core away for a moment one half waits and the other goes on; the latency build's threads
-stall each other at every layer instead. At a batch of 16 beside a process keeping one core 60 %
-busy (`python -m bench.streams`, AMD EPYC): the same throughput either way (fp32 251-254 img/s),
-at 4.7 CPU ms an image split against 5.7 on the latency build, which leaves more of the cores to
-the API workers. (On an Intel machine the split was also faster: 103 against 84 img/s.)
+How a batch runs (the measurements: docs/performance.md#the-cpu-runtime-one-stream-per-core): a
+batch of one goes to a model compiled for latency, one stream over every core, the fastest way to
+answer one image. A larger batch is split over one stream per core. Streams share nothing, so when
+an API worker takes a core away for a moment one half waits and the other goes on; the latency
+build's threads would stall each other at every layer instead, and spend more CPU per image that
+the API workers need.
 """
 
 from __future__ import annotations
@@ -66,7 +64,7 @@ def compile_ir(ir: Path | openvino.Model, precision: str = "fp32", threads: int 
     core = openvino.Core()
     graph = ir if isinstance(ir, openvino.Model) else core.read_model(ir)
     common = {"INFERENCE_PRECISION_HINT": PLANS[precision][1], "INFERENCE_NUM_THREADS": threads}
-    with ThreadPoolExecutor(1) as pool:  # both builds at once: about 0.75 s instead of 1.05 s on 2 cores
+    with ThreadPoolExecutor(1) as pool:  # both builds at once: it shortens the time to ready
         split = pool.submit(
             core.compile_model, graph, "CPU", {**common, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": threads}
         )

@@ -34,11 +34,10 @@ class Settings(BaseSettings):
         description="API worker processes; auto: one per 3 CPUs the server may use (cgroup limits count), at least one",
     )
 
-    # Batching, measured on the 2-core CPU machine (docs/performance.md): offline throughput is
-    # nearly flat from batch 16, and served at 32 clients 16 beat 32 and 8 (391 against 346 and
-    # 358 img/s): larger batches take longer to gather and travel. The batcher's own budget is
+    # Batching (docs/performance.md#batching-defaults): past 16 images a forward pass gains little
+    # on the CPU, and larger batches take longer to gather and travel. The batcher's own budget is
     # only a backstop: admission control sheds first. On a GPU raise max_batch_size
-    # (deploy/k8s/overlays/gpu: 128).
+    # (deploy/k8s/overlays/gpu).
     max_batch_size: Annotated[int, Field(ge=1)] = 16
     max_latency_ms: Annotated[int, Field(ge=1)] = 10000
     max_wait_s: Annotated[float, Field(gt=0)] = Field(
@@ -71,11 +70,10 @@ class Settings(BaseSettings):
         return tuple(sorted({v.upper() for v in value}))
 
     def api_worker_count(self, cpus: float) -> int:
-        """How many API workers to run. For `auto`: a `/classify` request costs an API worker about
-        1.2 ms of CPU and the runner 3.3 ms (2 cores, bf16: docs/performance.md), so the API needs
-        about a third of the cores. On 2 cores one worker served 366-380 img/s at 32 clients and
-        one per core 315-332: two workers split the forward passes into batches of 8-9 instead of
-        15.6. Untested above 2 cores."""
+        """How many API workers to run on `cpus` cores. For `auto`: one per 3 cores, at least one. A
+        request costs an API worker about a third of what it costs the runner, and more workers split
+        the forward passes into smaller batches (docs/performance.md#where-the-cpu-goes). Untested
+        above 2 cores."""
         if self.api_workers != "auto":
             return self.api_workers
         return max(1, math.ceil(cpus / 3))

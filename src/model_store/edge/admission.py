@@ -23,8 +23,7 @@ from .asgi import ASGIApp, Message, Receive, Scope, Send, facts
 from .ledger import Ledger
 
 # How far one answer moves the estimate when its queue held a full batch or more. Slow enough that a
-# lucky answer does not open the door to a crowd: at 0.2 a retry storm's accepted p99 was 3.5 s with
-# the 2 s budget, at 0.05 2.7 s (fp32, docs/performance.md).
+# lucky answer does not open the door to a crowd (docs/performance.md#overload: the smoothing).
 _SMOOTHING = 0.05
 
 
