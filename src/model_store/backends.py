@@ -99,7 +99,7 @@ def build(
 
 def _onnx(module: nn.Module, input_size: int) -> Runtime:
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # lazy: the `onnx` extra, needed only by this backend
     except ImportError:
         raise RuntimeError("backend 'onnx' needs ONNX Runtime: pip install 'pyramidnet-bento[onnx]'") from None
     sample = torch.zeros(2, 3, input_size, input_size)

@@ -4,21 +4,27 @@ The graph is architecture.py's forward pass written op for op (tests/unit/test_c
 the two to 1e-5 on the pixel-exact test images). Building it reads the weights and nothing else,
 so it needs no torch and is far faster than tracing the module and converting the trace
 (docs/performance.md#registration-building-the-ir). Registration
-stores the result (registry.py); a network in memory that is asked to run through OpenVINO is
+stores the result (registry.py), and a model stored before registration kept it gets it on its
+first load (`store_ir`, loading.py); a network in memory that is asked to run through OpenVINO is
 built the same way (backends.py); `quantize_ir` adds the int8 IR (NNCF).
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+import bentoml
 import numpy as np
 import openvino
 import openvino.opset13 as ops
+import safetensors.numpy
 
 from .openvino_ir import IR_DIR, IR_FILES
 from .spec import ModelSpec
+from .store import WEIGHTS_FILE, read_spec
 
 Weights = Mapping[str, np.ndarray]
 """A state dict as numpy arrays: architecture.py's parameter and buffer names."""
@@ -66,6 +72,19 @@ def quantize_ir(xml: Path, calibration: np.ndarray, calibrated_on: str = "", out
     out = out or xml.with_name(IR_FILES["int8"])
     openvino.save_model(quantized, out, compress_to_fp16=False)
     return out
+
+
+def store_ir(model: bentoml.Model) -> None:
+    """Build the IR of a model stored before registration kept it, into its folder all at once."""
+    with tempfile.TemporaryDirectory(dir=model.path) as scratch:
+        weights = safetensors.numpy.load_file(model.path_of(WEIGHTS_FILE))
+        xml = save_ir(build_ir(read_spec(model), weights), Path(scratch))
+        try:
+            os.rename(xml.parent, model.path_of(IR_DIR))
+        except OSError:
+            if not os.path.isdir(model.path_of(IR_DIR)):
+                raise
+            # another worker stored it first: the same conversion of the same weights
 
 
 def _block(x: openvino.Node, weights: Weights, prefix: str, stride: int) -> openvino.Node:

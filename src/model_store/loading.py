@@ -1,9 +1,10 @@
 """A stored model loaded for inference on the device, backend and precision chosen.
 
-The CPU path compiles the stored OpenVINO IR and never imports torch. Torch is imported only
-where it is needed, each time lazily and on purpose: a GPU or a torch backend (backends.py), or a
-model registered before the IR was stored, which is converted once on first load and kept
-(registry.py). That is what lets the CPU bento leave torch out.
+The CPU path compiles the stored OpenVINO IR and never imports torch; a model registered before
+the IR was stored gets it built from its weights on first load, and kept (conversion.py). Torch is
+imported only where it is needed, lazily and on purpose: to ask for a GPU where one could be, and
+for a GPU or a torch backend named by the deployment (backends.py). That is what lets the CPU
+bento leave torch out.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 
 import bentoml
 
+from .conversion import store_ir
 from .inference import Classifier, choose
 from .openvino_ir import compile_ir, ir_path
 from .store import get_model, read_spec
@@ -47,7 +49,7 @@ def load_classifier(
     backend, precision = choose(kind, backend, precision)
     metadata = dict(model.info.metadata)
     if backend != "openvino":
-        # lazy: the torch side, for a GPU or a torch backend asked for by name
+        # lazy: the torch side, only for a GPU or a torch backend asked for by name
         from .backends import torch_classifier
         from .registry import load_network
 
@@ -66,16 +68,8 @@ def load_classifier(
             raise FileNotFoundError(
                 f"{model.tag} has no int8 model: register it with save_model.py --calibration-images DIR"
             )
-        if importlib.util.find_spec("torch") is None:
-            raise RuntimeError(
-                f"{model.tag} has no OpenVINO IR and there is no torch here to convert it: register "
-                "it again with this version (scripts/save_model.py), then rebuild the bento"
-            )
-        from .registry import store_ir  # lazy: converting needs torch, and only an old model needs it
-
         log.warning(
-            "%s was registered without an OpenVINO IR: converting it now and storing it "
-            "beside the weights (once; needs torch)",
+            "%s was registered without an OpenVINO IR: building it from the weights and storing it beside them (once)",
             model.tag,
         )
         store_ir(model)

@@ -21,9 +21,9 @@ import torch
 from PIL import Image
 
 from .checkpoint import Checkpoint, as_arrays, build_network
-from .conversion import build_ir, quantize_ir, save_ir
+from .conversion import build_ir, quantize_ir, save_ir, store_ir
 from .imaging import preprocess
-from .openvino_ir import IR_DIR, IR_FILES, ir_path
+from .openvino_ir import IR_FILES, ir_path
 from .spec import DEFAULT_MODEL_NAME, ModelSpec
 from .store import SPEC_FILE, WEIGHTS_FILE, read_spec
 
@@ -160,19 +160,6 @@ def load_network(model: bentoml.Model) -> torch.nn.Module:
     return build_network(
         read_spec(model), safetensors.torch.load_file(model.path_of(WEIGHTS_FILE), device="cpu")
     ).eval()
-
-
-def store_ir(model: bentoml.Model) -> None:
-    """Convert a model stored before registration kept the IR, into its folder all at once."""
-    with tempfile.TemporaryDirectory(dir=model.path) as scratch:
-        weights = safetensors.numpy.load_file(model.path_of(WEIGHTS_FILE))
-        xml = save_ir(build_ir(read_spec(model), weights), Path(scratch))
-        try:
-            os.rename(xml.parent, model.path_of(IR_DIR))
-        except OSError:
-            if not os.path.isdir(model.path_of(IR_DIR)):
-                raise
-            # another worker stored it first: the same conversion of the same weights
 
 
 def _smoke_test(module: torch.nn.Module, spec: ModelSpec) -> None:

@@ -1,5 +1,4 @@
-"""Reliability and security against real servers: bad input, request ids, auth, overload,
-shutdown, and schema-based fuzzing. Every non-2xx answer must follow the error contract."""
+"""A server with API keys, CORS and tight admission limits: who gets in, and overload shed early with Retry-After."""
 
 from __future__ import annotations
 

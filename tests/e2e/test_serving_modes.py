@@ -1,4 +1,4 @@
-"""The served behaviour, against a real `bentoml serve` on real CIFAR-10 test images."""
+"""Servers of their own: each CPU precision served as its offline model, and a model that cannot load."""
 
 from __future__ import annotations
 

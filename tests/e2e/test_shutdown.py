@@ -1,5 +1,4 @@
-"""Reliability and security against real servers: bad input, request ids, auth, overload,
-shutdown, and schema-based fuzzing. Every non-2xx answer must follow the error contract."""
+"""Stopping a real server: SIGTERM finishes what was accepted, Ctrl-C during the load stops in seconds."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training and evaluation scripts, on the CPU with a handful of real CIFAR-10 images."""
+"""Training in pieces, resumed step for step, then registered and evaluated: the scripts end to end."""
 
 from __future__ import annotations
 

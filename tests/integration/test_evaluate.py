@@ -1,4 +1,4 @@
-"""Training and evaluation scripts, on the CPU with a handful of real CIFAR-10 images."""
+"""Evaluation against the shared server, and the exact test images found among the test JPEGs."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Reliability and security against real servers: bad input, request ids, auth, overload,
-shutdown, and schema-based fuzzing. Every non-2xx answer must follow the error contract."""
+"""What an operator sees from the shared server: request ids, access lines, headers, the documented errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The model store: round trip, metadata, pickle-free weights, and saves that leave nothing behind."""
+"""save_model.py and the Makefile as a user runs them: registration, measurement, refusals, one model knob."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The served behaviour, against a real `bentoml serve` on real CIFAR-10 test images."""
+"""The served behaviour, against the shared `bentoml serve` on real CIFAR-10 test images."""
 
 from __future__ import annotations
 

@@ -1,6 +1,4 @@
-"""The load-testing tools: the Locust file headless with CSV output, what bench/hey.py sends and
-reports (hey itself is a benchmark tool, installed for benchmarks, not for the tests), and the
-designs the benchmarks compare the service with."""
+"""The benchmarks' arithmetic: figures count only the answers that succeeded."""
 
 from __future__ import annotations
 

@@ -26,7 +26,10 @@ PRIVATE = re.compile("|".join(re.escape(name) for name in bentoml_internals.PRIV
 
 
 def test_only_one_module_of_the_project_names_bentomls_private_packages():
-    sources = [p for p in REPO.rglob("*.py") if not {".venv", "build", ".git"} & set(p.relative_to(REPO).parts)]
+    sources = []
+    for folder, subfolders, files in os.walk(REPO):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d not in ("build", "__pycache__")]
+        sources += [Path(folder) / f for f in files if f.endswith(".py")]
     naming = sorted(str(p.relative_to(REPO)) for p in sources if PRIVATE.search(p.read_text()))
     assert naming == ["src/model_store/bentoml_internals.py"], naming
 

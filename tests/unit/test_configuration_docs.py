@@ -1,4 +1,4 @@
-"""`bentoml build` packages a bento that pins the model and can import everything it serves."""
+"""Every setting the docs name exists in the settings class."""
 
 from __future__ import annotations
 

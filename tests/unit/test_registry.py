@@ -1,4 +1,4 @@
-"""The model store: round trip, metadata, pickle-free weights, and saves that leave nothing behind."""
+"""The model store in-process: round trip, metadata, pickle-free weights, and saves that leave nothing behind."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Inference backends: every one stays within 1e-5 of eager PyTorch on the pixel-exact test images."""
+"""How the runtime is chosen: backend and precision per device, native bf16, workers and threads per CPU budget."""
 
 from __future__ import annotations
 

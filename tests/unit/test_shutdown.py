@@ -1,5 +1,4 @@
-"""Reliability and security against real servers: bad input, request ids, auth, overload,
-shutdown, and schema-based fuzzing. Every non-2xx answer must follow the error contract."""
+"""The runner's drain: a call parked in the batcher counts until it is answered."""
 
 from __future__ import annotations
 

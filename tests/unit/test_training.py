@@ -1,4 +1,4 @@
-"""Training and evaluation scripts, on the CPU with a handful of real CIFAR-10 images."""
+"""The training recipe's parts in-process: augmentation, schedule, weight decay, hold-out, precision."""
 
 from __future__ import annotations
 
