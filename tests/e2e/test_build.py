@@ -88,7 +88,7 @@ def test_cpu_bento_serves_the_ir_from_an_environment_without_torch(default_model
     tag = built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
     requirements = Path(bentoml.get(tag).path) / "env" / "python" / "requirements.txt"
     pinned = {line.split("==")[0].lower() for line in requirements.read_text().split()}
-    assert pinned == {"bentoml", "numpy", "openvino", "pillow", "pydantic", "pydantic-settings"}
+    assert pinned == {"bentoml", "numpy", "openvino", "pillow", "pydantic", "pydantic-settings", "safetensors"}
 
     # The environment the CPU image gets: the bento's requirements and nothing else.
     venv = tmp_path / "cpu-env"
