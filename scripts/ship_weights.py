@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint,
         args.out,
         measured_top1=f"{jpeg:.2f}",
-        measured_images="10000",
+        measured_images=str(len(images)),
         measured_on="the CIFAR-10 test JPEGs (fp32)",
         test_top1_exact=f"{exact_top1:.2f}",
         test_images_exact="1017 pixel-exact CIFAR-10 test images (0-1016)",
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
     print(f"  sha256      {hashlib.sha256(path.read_bytes()).hexdigest()}")
     print(
-        f"  test top-1  {jpeg:.2f} % on the 10,000 JPEGs, {exact_top1:.2f} % on the 1,017 exact images "
+        f"  test top-1  {jpeg:.2f} % on the {len(images):,} JPEGs, {exact_top1:.2f} % on the 1,017 exact images "
         f"({exact_as_jpeg:.2f} % on their JPEGs) (fp32)"
     )
     return 0
