@@ -302,30 +302,19 @@ API_ROUTES = [api.route for api in APIS]
 FORM_FIELDS = {api.route: form_fields(api.input_spec, settings.max_images_per_request) for api in APIS}
 IMAGE_ROUTES = [route for route, fields in FORM_FIELDS.items() if fields]
 # Outermost first: each part has one job (src/model_store/edge).
-for middleware, options in [
-    (RequestId, {}),
-    (AccessLog, {}),
-    (ApiDocs, {"routes": API_ROUTES}),
-    (ErrorContract, {}),
-    (SecurityHeaders, {"routes": API_ROUTES}),
-    (ApiKeys, {"keys": settings.keys()}),
-    (
-        Forms,
-        {
-            "fields": FORM_FIELDS,
-            "max_request_bytes": settings.max_request_bytes,
-            "max_file_bytes": settings.max_file_bytes,
-        },
-    ),
-    (
-        Admission,
-        {
-            "routes": IMAGE_ROUTES,
-            "budget_s": settings.max_wait_s,
-            "batch_images": settings.max_batch_size,
-            "ledger": partial(Ledger.for_server, API_WORKERS, lambda: (bentoml.server_context.worker_index or 1) - 1),
-        },
-    ),
-    (Deadline, {"routes": IMAGE_ROUTES, "timeout_s": settings.timeout_s}),
-]:
-    PyramidNetClassifier.add_asgi_middleware(middleware, **options)
+edge = PyramidNetClassifier.add_asgi_middleware
+edge(RequestId)
+edge(AccessLog)
+edge(ApiDocs, routes=API_ROUTES)
+edge(ErrorContract)
+edge(SecurityHeaders, routes=API_ROUTES)
+edge(ApiKeys, keys=settings.keys())
+edge(Forms, fields=FORM_FIELDS, max_request_bytes=settings.max_request_bytes, max_file_bytes=settings.max_file_bytes)
+edge(
+    Admission,
+    routes=IMAGE_ROUTES,
+    budget_s=settings.max_wait_s,
+    batch_images=settings.max_batch_size,
+    ledger=partial(Ledger.for_server, API_WORKERS, lambda: (bentoml.server_context.worker_index or 1) - 1),
+)
+edge(Deadline, routes=IMAGE_ROUTES, timeout_s=settings.timeout_s)
