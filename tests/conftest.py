@@ -64,6 +64,20 @@ def sample_jpegs(test_jpegs: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="session")
+def training_data(cifar10_dir: Path, test_jpegs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A DATA folder for the scripts: train/ (the first 3 training images of each class) and test/ (all
+    10,000 test images)."""
+    root = tmp_path_factory.mktemp("cifar-train")
+    with tarfile.open(cifar10_dir / "train-jpeg.tar.gz") as tar:
+        wanted = [
+            m for m in tar.getmembers() if m.isfile() and Path(m.name).name in {"0000.jpg", "0001.jpg", "0002.jpg"}
+        ]
+        tar.extractall(root, members=wanted, filter="data")
+    (root / "test").symlink_to(test_jpegs)
+    return root
+
+
+@pytest.fixture(scope="session")
 def exact_images(cifar10_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """The first 1,017 test images, pixel-exact: uint8 (1017, 32, 32, 3) and int64 labels."""
     data = np.load(cifar10_dir / "test-exact-first1017.npz")

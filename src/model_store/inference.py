@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -50,7 +50,7 @@ def choose(device_type: str, backend: str = "auto", precision: str = "auto") -> 
         raise ValueError("int8 runs only through OpenVINO on the CPU")
     if precision == "fp16" and device_type != "cuda":
         raise ValueError(f"fp16 runs only on CUDA with a torch backend; {device_type} with {backend} cannot")
-    return backend, precision  # type: ignore[return-value]
+    return cast(Backend, backend), cast(Precision, precision)  # both checked against their literals above
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

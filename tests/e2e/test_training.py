@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -18,26 +15,9 @@ from model_store.checkpoint import read_checkpoint
 from model_store.openvino_ir import native_bf16
 from model_store.registry import embedded_default, register
 
+from ..scripts import script
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(REPO / "scripts" / name), *args], capture_output=True, text=True, timeout=900
-    )
-
-
-@pytest.fixture(scope="module")
-def data(cifar10_dir, test_jpegs, tmp_path_factory) -> Path:
-    """train/ (the first 3 training images of each class) and test/ (all 10,000 test images)."""
-    root = tmp_path_factory.mktemp("cifar-train")
-    with tarfile.open(cifar10_dir / "train-jpeg.tar.gz") as tar:
-        wanted = [
-            m for m in tar.getmembers() if m.isfile() and Path(m.name).name in {"0000.jpg", "0001.jpg", "0002.jpg"}
-        ]
-        tar.extractall(root, members=wanted, filter="data")
-    (root / "test").symlink_to(test_jpegs)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -74,19 +54,27 @@ SMALL_RUN = [
 ]
 
 
-def test_a_run_in_pieces_is_step_for_step_the_run_in_one(data, tmp_path):
-    whole = script("train.py", "--data", str(data), "--run", str(tmp_path / "whole"), *SMALL_RUN)
+def test_a_run_in_pieces_is_step_for_step_the_run_in_one(training_data, tmp_path):
+    whole = script("train.py", "--data", str(training_data), "--run", str(tmp_path / "whole"), *SMALL_RUN)
     assert whole.returncode == 0, whole.stderr[-3000:]
 
     pieces = tmp_path / "pieces"
-    first = script("train.py", "--data", str(data), "--run", str(pieces), *SMALL_RUN, "--time-limit-min", "0")
+    first = script("train.py", "--data", str(training_data), "--run", str(pieces), *SMALL_RUN, "--time-limit-min", "0")
     assert first.returncode == 0, first.stderr
     assert "piece ended (time limit 0 min) at step 1 of 6" in first.stderr, first.stderr
     for _ in range(6):  # each piece ends after one step: mid-epoch and at the epoch's end
         if (pieces / "model.pth").exists():
             break
         piece = script(
-            "train.py", "--data", str(data), "--run", str(pieces), *SMALL_RUN, "--time-limit-min", "0", "--resume"
+            "train.py",
+            "--data",
+            str(training_data),
+            "--run",
+            str(pieces),
+            *SMALL_RUN,
+            "--time-limit-min",
+            "0",
+            "--resume",
         )
         assert piece.returncode == 0, piece.stderr[-3000:]
 
@@ -111,39 +99,51 @@ def test_a_run_in_pieces_is_step_for_step_the_run_in_one(data, tmp_path):
     assert [[h[k] for k in same] for h in history] == [[h[k] for k in same] for h in resumed]
 
 
-def test_a_resume_on_auto_continues_in_the_precision_the_run_began_with(data, tmp_path):
+def test_a_resume_on_auto_continues_in_the_precision_the_run_began_with(training_data, tmp_path):
     run, other = tmp_path / "run", "fp32" if native_bf16() else "bf16"  # not what auto picks on this CPU
     first = script(
-        "train.py", "--data", str(data), "--run", str(run), *SMALL_RUN, "--precision", other, "--time-limit-min", "0"
+        "train.py",
+        "--data",
+        str(training_data),
+        "--run",
+        str(run),
+        *SMALL_RUN,
+        "--precision",
+        other,
+        "--time-limit-min",
+        "0",
     )
     assert first.returncode == 0, first.stderr[-3000:]
     # One step more is enough to see it (bf16 where the CPU lacks it is emulated, and slow).
     one_more = ["--resume", "--time-limit-min", "0"]
-    resumed = script("train.py", "--data", str(data), "--run", str(run), *SMALL_RUN, *one_more)
+    resumed = script("train.py", "--data", str(training_data), "--run", str(run), *SMALL_RUN, *one_more)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"precision: {other} " in resumed.stderr
     assert "piece ended (time limit 0 min) at step 2 of 6" in resumed.stderr, resumed.stderr
 
 
-def test_a_resume_with_another_recipe_is_refused(data, tmp_path):
+def test_a_resume_with_another_recipe_is_refused(training_data, tmp_path):
     run = tmp_path / "run"
     assert (
-        script("train.py", "--data", str(data), "--run", str(run), *SMALL_RUN, "--time-limit-min", "0").returncode == 0
+        script(
+            "train.py", "--data", str(training_data), "--run", str(run), *SMALL_RUN, "--time-limit-min", "0"
+        ).returncode
+        == 0
     )
-    other = script("train.py", "--data", str(data), "--run", str(run), *SMALL_RUN, "--lr", "0.2", "--resume")
+    other = script("train.py", "--data", str(training_data), "--run", str(run), *SMALL_RUN, "--lr", "0.2", "--resume")
     assert other.returncode != 0
     assert "was trained with" in other.stderr
-    again = script("train.py", "--data", str(data), "--run", str(run), *SMALL_RUN)
+    again = script("train.py", "--data", str(training_data), "--run", str(run), *SMALL_RUN)
     assert again.returncode != 0
     assert "pass --resume" in again.stderr
-    nothing = script("train.py", "--data", str(data), "--run", str(tmp_path / "none"), *SMALL_RUN, "--resume")
+    nothing = script("train.py", "--data", str(training_data), "--run", str(tmp_path / "none"), *SMALL_RUN, "--resume")
     assert nothing.returncode != 0
     assert "there is nothing to resume" in nothing.stderr
 
 
-def test_train_register_and_evaluate(data, exact_jpegs, tmp_path, server):
+def test_train_register_and_evaluate(training_data, exact_jpegs, tmp_path, server):
     run = tmp_path / "run"
-    trained = script("train.py", "--data", str(data), "--run", str(run), *SMALL_RUN)
+    trained = script("train.py", "--data", str(training_data), "--run", str(run), *SMALL_RUN)
     assert trained.returncode == 0, trained.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs"] == 2
@@ -188,7 +188,7 @@ def test_train_register_and_evaluate(data, exact_jpegs, tmp_path, server):
     evaluated = script(
         "evaluate.py",
         "--images",
-        str(data / "test"),
+        str(training_data / "test"),
         "--model",
         str(shipped_model.tag),
         "--limit-per-class",
