@@ -3,10 +3,11 @@
 The graph is architecture.py's forward pass written op for op (tests/unit/test_conversion.py holds
 the two to 1e-5 on the pixel-exact test images). Building it reads the weights and nothing else,
 so it needs no torch and is far faster than tracing the module and converting the trace
-(docs/performance.md#registration-building-the-ir). Registration
-stores the result (registry.py), and a model stored before registration kept it gets it on its
-first load (`store_ir`, loading.py); a network in memory that is asked to run through OpenVINO is
-built the same way (backends.py); `quantize_ir` adds the int8 IR (NNCF).
+(docs/performance.md#registration-building-the-ir).
+
+Registration stores the result (registry.py); a model stored before registration kept it gets it
+on its first load (`store_ir`, from loading.py); a network in memory asked to run through OpenVINO
+is built the same way (backends.py). `quantize_ir` adds the int8 IR (NNCF).
 """
 
 from __future__ import annotations
