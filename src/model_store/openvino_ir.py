@@ -86,10 +86,11 @@ def compile_ir(ir: Path | openvino.Model, precision: str = "fp32", threads: int 
         if requests is None:
             requests = local.requests = [streams.create_infer_request() for _ in range(threads)]
         parts = np.array_split(batch, min(len(batch), threads))
-        for request, part in zip(requests, parts, strict=False):
+        active = requests[: len(parts)]  # a batch smaller than the streams leaves some idle
+        for request, part in zip(active, parts, strict=True):
             request.start_async({0: part})
-        for request in requests[: len(parts)]:
+        for request in active:
             request.wait()
-        return np.concatenate([request.get_output_tensor(0).data for request in requests[: len(parts)]])
+        return np.concatenate([request.get_output_tensor(0).data for request in active])
 
     return run

@@ -15,7 +15,6 @@ from typing import Any
 
 import bentoml
 import numpy as np
-import safetensors.numpy
 import safetensors.torch
 import torch
 from PIL import Image
