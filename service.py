@@ -29,6 +29,7 @@ from model_store import (
     load_classifier,
     preprocess_batch,
     read_spec,
+    telemetry,
     to_predictions,
 )
 from model_store.bentoml_internals import cpu_budget
@@ -43,6 +44,7 @@ from model_store.edge import (
     Forms,
     Ledger,
     RequestId,
+    RequestMetrics,
     SecurityHeaders,
     Upload,
     UploadedForm,
@@ -60,13 +62,6 @@ log = logging.getLogger("pyramidnet")
 API_WORKERS = settings.api_worker_count(cpu_budget())
 # BentoML's own traffic timeout answers outside the error contract: the edge's Deadline answers first.
 FRAMEWORK_TIMEOUT_S = settings.timeout_s + 30
-# Images per forward pass. BentoML's bentoml_service_adaptive_batch_size counts the calls it
-# joined, and one call from an API worker carries every request that arrived meanwhile (coalesce.py).
-BATCH_IMAGES = bentoml.metrics.Histogram(
-    name="pyramidnet_batch_images",
-    documentation="images in each forward pass of the model",
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-)
 # The runner's SIGTERM waits for the calls the API workers still send it (see shutdown.py).
 drain = DrainBeforeExit(max_s=settings.timeout_s)
 
@@ -113,6 +108,8 @@ class PyramidNetRunner:
             self._load_error = f"{type(e).__name__}: {e}"
         else:
             self.classifier = classifier
+            telemetry.publish_model(str(classifier.tag), self._runtime(classifier))
+            telemetry.READY.set(1)
         self._settled.set()
 
     def _model(self) -> Classifier:
@@ -135,6 +132,7 @@ class PyramidNetRunner:
                 self.classifier.warm_up([1])
             except Exception:
                 log.exception("runner still unhealthy after %d failed batches", self.classifier.consecutive_failures)
+        telemetry.READY.set(self.classifier.healthy)
         return self.classifier.healthy
 
     @bentoml.api(
@@ -145,7 +143,7 @@ class PyramidNetRunner:
     )
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, 3, 32, 32) normalised images -> float32 (N, 10) probabilities."""
-        BATCH_IMAGES.observe(len(batch))
+        telemetry.BATCH_IMAGES.observe(len(batch))
         return self._model().predict_proba(batch)
 
     @bentoml.api
@@ -156,7 +154,10 @@ class PyramidNetRunner:
     @bentoml.api
     def runtime(self) -> dict[str, str]:
         """Where and how the model runs: device, backend, precision."""
-        model = self._model()
+        return self._runtime(self._model())
+
+    @staticmethod
+    def _runtime(model: Classifier) -> dict[str, str]:
         return {"device": model.device, "backend": model.backend, "precision": model.precision}
 
 
@@ -194,6 +195,7 @@ class PyramidNetClassifier:
         self.spec = read_spec(self.model)
         self.tag = str(self.model.tag)
         self.coalesce = Coalescer(self._predict, max_images=settings.max_batch_size)
+        telemetry.expect_labels(self.spec.classes)
 
     @bentoml.api(route="/classify", input_spec=ClassifyInput)
     @answers_errors
@@ -254,6 +256,7 @@ class PyramidNetClassifier:
             raise await self._runner_failed(f"a batch of {len(batch)}") from None
         except aiohttp.ClientConnectionError:
             raise await self._runner_failed(f"a batch of {len(batch)}") from None
+        telemetry.observe_predictions(probabilities, self.spec.classes)
         return to_predictions(probabilities, self.spec, self.tag)
 
     async def _runner_failed(self, call: str) -> ApiError:
@@ -305,6 +308,7 @@ IMAGE_ROUTES = [route for route, fields in FORM_FIELDS.items() if fields]
 edge = PyramidNetClassifier.add_asgi_middleware
 edge(RequestId)
 edge(AccessLog)
+edge(RequestMetrics, routes=API_ROUTES)
 edge(ApiDocs, routes=API_ROUTES)
 edge(ErrorContract)
 edge(SecurityHeaders, routes=API_ROUTES)

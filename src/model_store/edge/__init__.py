@@ -1,5 +1,5 @@
 """The service's HTTP edge: small ASGI middlewares, one job each, in the order service.py stacks
-them (outermost first): RequestId, AccessLog, ApiDocs, ErrorContract, SecurityHeaders, ApiKeys,
+them (outermost first): RequestId, AccessLog, RequestMetrics, ApiDocs, ErrorContract, SecurityHeaders, ApiKeys,
 Forms, Admission, Deadline."""
 
 from .access_log import AccessLog
@@ -10,6 +10,7 @@ from .deadline import Deadline
 from .docs import ApiDocs
 from .forms import Forms, Upload, UploadedForm, form_fields
 from .ledger import Ledger
+from .metrics import RequestMetrics
 from .request_id import RequestId
 from .security import SecurityHeaders
 
@@ -23,6 +24,7 @@ __all__ = [
     "Forms",
     "Ledger",
     "RequestId",
+    "RequestMetrics",
     "SecurityHeaders",
     "Upload",
     "UploadedForm",

@@ -8,7 +8,8 @@ Retry-After, but not at once: a retry helps only once the requests shed before i
 turn, so the answer is held that long (the shed requests being held on every worker, plus this
 one, times the seconds per image; at least the excess wait, at most `max_hold_s`). Clients that
 retry at once (most do) then wait instead of spinning, and the 503s do not take the CPU the model
-needs. The counters live in a `Ledger` every worker of the server shares (ledger.py).
+needs. The counters live in a `Ledger` every worker of the server shares (ledger.py); each change
+is published on /metrics as the images in flight and the wait a one-image request would expect.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 import time
 from collections.abc import Callable, Collection
 
+from .. import telemetry
 from ..errors import Overloaded
 from .asgi import ASGIApp, Message, Receive, Scope, Send, facts
 from .ledger import Ledger
@@ -52,6 +54,7 @@ class Admission:
         self.budget_s = budget_s
         self.cold_seconds_per_image = cold_seconds_per_image
         self.max_hold_s = max_hold_s
+        self._publish()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.routes:
@@ -84,6 +87,7 @@ class Admission:
             await send(message)
 
         self.ledger.add(images)
+        self._publish()
         try:
             await self.app(scope, receive, observe)
         finally:
@@ -93,3 +97,10 @@ class Admission:
                 estimate = self.ledger.measured_seconds_per_image() or self.cold_seconds_per_image
                 weight = _SMOOTHING * min(1.0, queued / self.batch_images)
                 self.ledger.learn(estimate + weight * ((time.monotonic() - now) / queued - estimate))
+            self._publish()
+
+    def _publish(self) -> None:
+        """This worker's images in flight, and the wait the whole server's ledger now implies."""
+        telemetry.IMAGES_IN_FLIGHT.set(self.ledger.in_flight)
+        per_image = self.ledger.measured_seconds_per_image() or self.cold_seconds_per_image
+        telemetry.EXPECTED_WAIT.set((self.ledger.images_in_flight() + 1) * per_image)
