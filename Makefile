@@ -37,7 +37,14 @@ serve: $(VENV)/.serve
 	@$(resolve_model); echo "serving $$tag on port $(PORT)" >&2; \
 	PYRAMIDNET_MODEL=$$tag exec $(BIN)/bentoml serve service:PyramidNetClassifier --port $(PORT)
 
-test: $(VENV)/.dev
+# The custom resources' published schemas (KEDA, Prometheus Operator) run on Node.js.
+CRD_SCHEMAS := tests/crd_schemas
+$(CRD_SCHEMAS)/node_modules: $(CRD_SCHEMAS)/package-lock.json
+	npm ci --prefix $(CRD_SCHEMAS) --no-audit --no-fund
+	touch $@
+
+# Also needs prometheus (with promtool) and hey, from Debian: .ci/run installs them.
+test: $(VENV)/.dev $(CRD_SCHEMAS)/node_modules
 	$(BIN)/python -m pytest
 
 # The unit tier alone: no process, no socket, about a minute.
