@@ -14,6 +14,7 @@ import pytest
 
 from model_store import CIFAR10_CLASSES
 
+from ..scripts import locust
 from ..servers import Server, start_server, stop_server
 
 
@@ -128,3 +129,18 @@ def test_overload_is_shed_early_with_retry_after_and_never_500(guarded, sample_j
     p99 = np.percentile(accepted, 99)
     assert p99 < BUDGET_MS / 1000, f"accepted p99 {p99:.3f} s, {statuses}"
     assert guarded.is_ready()
+
+
+def test_the_load_test_retries_shed_requests_and_does_not_count_them_as_failures(guarded, cifar10_dir, tmp_path):
+    """README's Locust run against a server over its budget: shed attempts have their own rows, are
+    retried after Retry-After, and nothing is a failure."""
+    stats = locust(
+        guarded.url,
+        tmp_path / "locust",
+        *("-u", "24", "-r", "24", "-t", "10s", "--cifar10", str(cifar10_dir / "test-jpeg.tar.gz")),
+        *("--api-key", KEYS[0], "--batch-size", "8"),
+    )
+    assert int(stats["SHED", "/classify_batch"]["Request Count"]) > 0, stats
+    for endpoint in ("/classify", "/classify_batch"):
+        assert int(stats["POST", endpoint]["Request Count"]) > 0, stats
+    assert int(stats["", "Aggregated"]["Failure Count"]) == 0, stats

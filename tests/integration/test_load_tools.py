@@ -2,54 +2,26 @@
 
 from __future__ import annotations
 
-import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 
 from bench.hey import BOUNDARY, load_images, multipart
 
-from ..servers import REPO, Server
+from ..scripts import locust
+from ..servers import Server
 
 
 def test_locust_headless_run_exercises_both_endpoints_without_failures(server: Server, cifar10_dir: Path, tmp_path):
-    prefix = tmp_path / "locust"
-    cmd = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        "locustfile.py",
-        "--headless",
-        "--host",
+    stats = locust(
         server.url,
-        "-u",
-        "4",
-        "-r",
-        "4",
-        "-t",
-        "8s",
-        "--csv",
-        str(prefix),
-        "--only-summary",
-        "--cifar10",
-        str(cifar10_dir / "test-jpeg.tar.gz"),
-        "--classify-weight",
-        "1",
-        "--batch-weight",
-        "1",
-        "--batch-size",
-        "4",
-    ]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    with open(f"{prefix}_stats.csv") as f:
-        stats = {row["Name"]: row for row in csv.DictReader(f)}
+        tmp_path / "locust",
+        *("-u", "4", "-r", "4", "-t", "8s", "--cifar10", str(cifar10_dir / "test-jpeg.tar.gz")),
+        *("--classify-weight", "1", "--batch-weight", "1", "--batch-size", "4"),
+    )
     for endpoint in ("/classify", "/classify_batch"):
-        assert int(stats[endpoint]["Request Count"]) > 0, stats
-        assert int(stats[endpoint]["Failure Count"]) == 0, stats
+        assert int(stats["POST", endpoint]["Request Count"]) > 0, stats
+        assert int(stats["POST", endpoint]["Failure Count"]) == 0, stats
 
 
 def test_the_benchmark_body_is_a_batch_the_service_answers(server: Server, cifar10_dir: Path):
