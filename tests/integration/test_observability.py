@@ -6,6 +6,9 @@ import json
 import time
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from model_store import telemetry
 
 
 def one(name: str, data: bytes, ctype: str = "image/png") -> dict:
@@ -56,3 +59,53 @@ def test_error_contract_is_in_the_openapi_schema(server):
     responses = spec["paths"]["/classify_batch"]["post"]["responses"]
     assert "TOO_MANY_IMAGES" in responses["413"]["description"]
     assert "Retry-After" in responses["503"]["headers"]
+
+
+def pyramidnet_samples(server) -> list:
+    return [
+        sample
+        for family in text_string_to_metric_families(server.metrics())
+        if family.name.startswith("pyramidnet_")
+        for sample in family.samples
+    ]
+
+
+def total(samples: list, name: str, **labels: str) -> float:
+    return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
+
+
+def test_metrics_count_what_was_answered_with_labels_from_a_fixed_set(server, sample_jpegs):
+    before = pyramidnet_samples(server)
+    answers = [
+        httpx.post(server.url + "/classify", **one(f"{i}.jpg", path.read_bytes(), "image/jpeg")).json()["label"]
+        for i, path in enumerate(sample_jpegs[:6])
+    ]
+    httpx.post(server.url + "/classify", **one("a.png", b"not an image"))
+    httpx.get(server.url + "/../etc/passwd?user=" + "x" * 50)
+    httpx.post(server.url + "/classify_batch/some-id-7f3a")
+    after = pyramidnet_samples(server)
+
+    def delta(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert delta("pyramidnet_requests_total", route="/classify", code="OK") == 6
+    assert delta("pyramidnet_requests_total", route="/classify", code="INVALID_IMAGE") == 1
+    assert delta("pyramidnet_requests_total", route="other", code="NOT_FOUND") == 2
+    for label in set(answers):
+        assert delta("pyramidnet_predictions_total", label=label) == answers.count(label)
+    assert delta("pyramidnet_top1_confidence_ratio_count") == 6
+    assert delta("pyramidnet_request_duration_seconds_count", route="/classify") == 7
+    info = [s for s in after if s.name == "pyramidnet_model_info"]
+    assert [s.value for s in info] == [1]
+    model = httpx.post(server.url + "/model_info").json()
+    assert info[0].labels == {k: model[k] for k in ("tag", "precision", "backend", "device")}
+    assert total(after, "pyramidnet_ready") == 1
+    allowed = {
+        "route": {"/classify", "/classify_batch", "/model_info", "other"},
+        "code": telemetry.CODES,
+        "label": set(model["classes"]),
+    }
+    for sample in after:
+        for label, value in sample.labels.items():
+            if label in allowed:
+                assert value in allowed[label], sample
