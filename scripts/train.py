@@ -17,7 +17,8 @@ Where the CPU computes bf16 natively (AVX512_BF16 or AMX), forward and backward 
 autocast with fp32 master weights: 1.8x fp32 on such a CPU. Elsewhere they run in fp32: emulated,
 bf16 ran at 0.07x fp32 on an AVX2-only CPU (`python -m bench.train_step` measures both).
 
-`--holdout-per-class` images of the training set are never trained on. The run ships the final
+`--blocks-per-stage` (18: PyramidNet-110, what the service serves) makes a smaller PyramidNet for a
+quick run. `--holdout-per-class` images of the training set are never trained on. The run ships the final
 weights, raw or EMA, whichever scores higher on them; the test set is reported, never used to
 choose. The run folder holds state.pt (everything a piece needs to continue exactly: weights, EMA,
 optimizer, step, the epoch's order, RNG, the epoch's running sums), history.jsonl (one line per
@@ -78,6 +79,7 @@ class Recipe:
     precision: str
     seed: int
     cutout: int = 0  # side of the Cutout square in pixels; 0: none. The shipped run used 16
+    blocks_per_stage: int = 18  # PyramidNet-110; fewer make a smaller PyramidNet (depth 6 x blocks + 2)
 
 
 def choose_precision(asked: str, resumed: str | None = None) -> str:
@@ -241,6 +243,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cutout", type=int, default=0, help="Cutout square side in pixels (16 is usual); 0: none")
+    parser.add_argument(
+        "--blocks-per-stage",
+        type=int,
+        default=18,
+        help="residual blocks per stage: 18 is PyramidNet-110, what the service serves; fewer for a quick run",
+    )
     parser.add_argument("--test-every", type=int, default=5, help="epochs between test-set evaluations")
     parser.add_argument("--resume", action="store_true", help="continue from RUN/state.pt")
     parser.add_argument("--time-limit-min", type=float, help="end this piece after the first step past it")
@@ -267,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         precision=choose_precision(args.precision, state and state["recipe"]["precision"]),
         seed=args.seed,
         cutout=args.cutout,
+        blocks_per_stage=args.blocks_per_stage,
     )
     native = native_bf16()
     log.info("precision: %s (native bf16: %s)", recipe.precision, "yes" if native else "no")
@@ -274,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("bf16 on a CPU without native bf16 is emulated: 0.07x fp32 on an AVX2-only CPU")
     started = time.monotonic()
     stop = StopRequest()
-    spec = ModelSpec()
+    spec = ModelSpec(num_layers=recipe.blocks_per_stage)
     torch.manual_seed(recipe.seed)
 
     images, labels = read_split(args.data, "train", recipe.limit_per_class)

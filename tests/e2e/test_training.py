@@ -52,14 +52,16 @@ SMALL_RUN = [
     "--cutout",
     "16",
 ]
+# Resuming is the same at any depth: a PyramidNet of 1 block per stage (depth 8) makes those runs quick.
+QUICK_RUN = [*SMALL_RUN, "--blocks-per-stage", "1"]
 
 
 def test_a_run_in_pieces_is_step_for_step_the_run_in_one(training_data, tmp_path):
-    whole = script("train.py", "--data", str(training_data), "--run", str(tmp_path / "whole"), *SMALL_RUN)
+    whole = script("train.py", "--data", str(training_data), "--run", str(tmp_path / "whole"), *QUICK_RUN)
     assert whole.returncode == 0, whole.stderr[-3000:]
 
     pieces = tmp_path / "pieces"
-    first = script("train.py", "--data", str(training_data), "--run", str(pieces), *SMALL_RUN, "--time-limit-min", "0")
+    first = script("train.py", "--data", str(training_data), "--run", str(pieces), *QUICK_RUN, "--time-limit-min", "0")
     assert first.returncode == 0, first.stderr
     assert "piece ended (time limit 0 min) at step 1 of 6" in first.stderr, first.stderr
     for _ in range(6):  # each piece ends after one step: mid-epoch and at the epoch's end
@@ -71,7 +73,7 @@ def test_a_run_in_pieces_is_step_for_step_the_run_in_one(training_data, tmp_path
             str(training_data),
             "--run",
             str(pieces),
-            *SMALL_RUN,
+            *QUICK_RUN,
             "--time-limit-min",
             "0",
             "--resume",
@@ -107,7 +109,7 @@ def test_a_resume_on_auto_continues_in_the_precision_the_run_began_with(training
         str(training_data),
         "--run",
         str(run),
-        *SMALL_RUN,
+        *QUICK_RUN,
         "--precision",
         other,
         "--time-limit-min",
@@ -116,7 +118,7 @@ def test_a_resume_on_auto_continues_in_the_precision_the_run_began_with(training
     assert first.returncode == 0, first.stderr[-3000:]
     # One step more is enough to see it (bf16 where the CPU lacks it is emulated, and slow).
     one_more = ["--resume", "--time-limit-min", "0"]
-    resumed = script("train.py", "--data", str(training_data), "--run", str(run), *SMALL_RUN, *one_more)
+    resumed = script("train.py", "--data", str(training_data), "--run", str(run), *QUICK_RUN, *one_more)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"precision: {other} " in resumed.stderr
     assert "piece ended (time limit 0 min) at step 2 of 6" in resumed.stderr, resumed.stderr
@@ -126,17 +128,17 @@ def test_a_resume_with_another_recipe_is_refused(training_data, tmp_path):
     run = tmp_path / "run"
     assert (
         script(
-            "train.py", "--data", str(training_data), "--run", str(run), *SMALL_RUN, "--time-limit-min", "0"
+            "train.py", "--data", str(training_data), "--run", str(run), *QUICK_RUN, "--time-limit-min", "0"
         ).returncode
         == 0
     )
-    other = script("train.py", "--data", str(training_data), "--run", str(run), *SMALL_RUN, "--lr", "0.2", "--resume")
+    other = script("train.py", "--data", str(training_data), "--run", str(run), *QUICK_RUN, "--lr", "0.2", "--resume")
     assert other.returncode != 0
     assert "was trained with" in other.stderr
-    again = script("train.py", "--data", str(training_data), "--run", str(run), *SMALL_RUN)
+    again = script("train.py", "--data", str(training_data), "--run", str(run), *QUICK_RUN)
     assert again.returncode != 0
     assert "pass --resume" in again.stderr
-    nothing = script("train.py", "--data", str(training_data), "--run", str(tmp_path / "none"), *SMALL_RUN, "--resume")
+    nothing = script("train.py", "--data", str(training_data), "--run", str(tmp_path / "none"), *QUICK_RUN, "--resume")
     assert nothing.returncode != 0
     assert "there is nothing to resume" in nothing.stderr
 
