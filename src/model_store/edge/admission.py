@@ -63,7 +63,7 @@ class Admission:
         learnt, now = facts(scope), time.monotonic()
         images = max(1, learnt.get("images", 1))
         ahead = self.ledger.images_in_flight()
-        per_image = self.ledger.measured_seconds_per_image() or self.cold_seconds_per_image
+        per_image = self._seconds_per_image()
         wait = now - learnt.get("arrived", now) + (ahead + images) * per_image
         if ahead and wait > self.budget_s:
             excess = wait - self.budget_s
@@ -94,13 +94,15 @@ class Admission:
             self.ledger.add(-images)
             if status == 200:  # an answer the model computed: how long each image in the queue took
                 queued = ahead + images
-                estimate = self.ledger.measured_seconds_per_image() or self.cold_seconds_per_image
+                estimate = self._seconds_per_image()
                 weight = _SMOOTHING * min(1.0, queued / self.batch_images)
                 self.ledger.learn(estimate + weight * ((time.monotonic() - now) / queued - estimate))
             self._publish()
 
+    def _seconds_per_image(self) -> float:
+        return self.ledger.measured_seconds_per_image() or self.cold_seconds_per_image
+
     def _publish(self) -> None:
         """This worker's images in flight, and the wait the whole server's ledger now implies."""
         telemetry.IMAGES_IN_FLIGHT.set(self.ledger.in_flight)
-        per_image = self.ledger.measured_seconds_per_image() or self.cold_seconds_per_image
-        telemetry.EXPECTED_WAIT.set((self.ledger.images_in_flight() + 1) * per_image)
+        telemetry.EXPECTED_WAIT.set((self.ledger.images_in_flight() + 1) * self._seconds_per_image())
