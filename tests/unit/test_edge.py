@@ -283,6 +283,17 @@ def test_forms_refuse_what_the_route_cannot_take(route, request_kwargs, status, 
 # --- Admission ---------------------------------------------------------------------------------
 
 
+class ThreeImages:
+    """An inner part that notes three images in the request, as Forms does for a form of three files."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        facts(scope)["images"] = 3
+        await self.app(scope, receive, send)
+
+
 def test_the_ledger_sums_the_workers_of_a_server(tmp_path):
     one, two = Ledger(tmp_path / "ledger", 2, 0), Ledger(tmp_path / "ledger", 2, 1)
     one.add(3)
@@ -380,14 +391,6 @@ def test_admission_counts_the_images_of_a_request_and_learns_from_answers(tmp_pa
             "cold_seconds_per_image": 0.02,
         },
     )
-
-    class ThreeImages:
-        def __init__(self, app):
-            self.app = app
-
-        async def __call__(self, scope, receive, send):
-            facts(scope)["images"] = 3
-            await self.app(scope, receive, send)
 
     async def scenario():
         async with contract((ThreeImages, {}), admission) as c:

@@ -15,7 +15,7 @@ from model_store import telemetry
 from model_store.edge import Admission, ErrorContract, Ledger, RequestId, RequestMetrics
 from model_store.edge.asgi import facts
 
-from .test_edge import _get, _post, client, run
+from .test_edge import ThreeImages, _get, _post, client, run
 
 ROUTES = ["/classify", "/classify_batch", "/model_info", "/fail", "/slow"]
 UNUSED_ROUTE = "/never-requested"
@@ -77,14 +77,6 @@ def test_admission_publishes_the_images_in_flight_and_the_wait_one_more_image_wo
     other_worker.learn(0.1)
     other_worker.add(4)
     admission = (Admission, {"routes": ["/slow"], "ledger": lambda: ledger, "budget_s": 10.0})
-
-    class ThreeImages:
-        def __init__(self, app):
-            self.app = app
-
-        async def __call__(self, scope, receive, send):
-            facts(scope)["images"] = 3
-            await self.app(scope, receive, send)
 
     async def scenario():
         async with metered((ThreeImages, {}), admission) as c:
