@@ -18,7 +18,7 @@ from collections.abc import Collection, Sequence
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
-from .errors import ALL_ERRORS, NotReady
+from .errors import ALL_ERRORS, Internal, NotReady, Overloaded
 
 OK = "OK"  # the `code` of an answer that is not an error
 OTHER_ROUTE = "other"  # the `route` of a path the service does not serve
@@ -77,16 +77,16 @@ def route_label(path: str, routes: Collection[str]) -> str:
 
 
 def code_label(code: str | None) -> str:
-    """The error contract's code; OK for an answer that is not an error."""
+    """The error contract's code; OK for an answer that is not an error, INTERNAL for a code outside the contract."""
     if code is None:
         return OK
-    return code if code in CODES else "INTERNAL"
+    return code if code in CODES else Internal.code
 
 
 def observe_answer(route: str, code: str, seconds: float) -> None:
     REQUESTS.labels(route, code).inc()
     REQUEST_SECONDS.labels(route, code).observe(seconds)
-    if code == "OVERLOADED":
+    if code == Overloaded.code:
         SHED.labels(route).inc()
 
 
