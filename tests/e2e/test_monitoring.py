@@ -122,21 +122,23 @@ def prometheus(served: Server, tmp_path_factory) -> Iterator[Prometheus]:
         stderr=subprocess.STDOUT,
     )
     server = Prometheus(f"http://127.0.0.1:{port}", process)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # up, and its first scrape of the service done
-        try:
-            up = httpx.get(f"{server.url}/api/v1/query", params={"query": f'up{{job="{JOB}"}}'})
-            if up.status_code == 200 and [r["value"][1] for r in up.json()["data"]["result"]] == ["1"]:
-                break
-        except httpx.HTTPError:
-            pass  # not listening yet
-        assert process.poll() is None, (home / "prometheus.log").read_text()
-        time.sleep(0.5)
-    else:
-        pytest.fail(f"Prometheus did not scrape the service:\n{(home / 'prometheus.log').read_text()[-2000:]}")
-    yield server
-    process.terminate()
-    process.wait(timeout=30)
+    try:  # stopped whatever happens, a failed start included
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # up, and its first scrape of the service done
+            try:
+                up = httpx.get(f"{server.url}/api/v1/query", params={"query": f'up{{job="{JOB}"}}'})
+                if up.status_code == 200 and [r["value"][1] for r in up.json()["data"]["result"]] == ["1"]:
+                    break
+            except httpx.HTTPError:
+                pass  # not listening yet
+            assert process.poll() is None, (home / "prometheus.log").read_text()
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"Prometheus did not scrape the service:\n{(home / 'prometheus.log').read_text()[-2000:]}")
+        yield server
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def load(url: str, body: Path, clients: int, seconds: float) -> None:
