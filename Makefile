@@ -23,14 +23,14 @@ resolve_model = tag="$(MODEL)"; \
 
 install: $(VENV)/.serve
 
-$(VENV)/.serve: pyproject.toml
+$(VENV)/.serve: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -e .
+	$(BIN)/pip install -e . -c constraints.txt
 	touch $@
 
-$(VENV)/.dev: pyproject.toml
+$(VENV)/.dev: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e '.[dev]' -c constraints.txt
 	touch $@ $(VENV)/.serve
 
 serve: $(VENV)/.serve
