@@ -153,12 +153,17 @@ class PyramidNetRunner:
 
     @bentoml.api
     def runtime(self) -> dict[str, str]:
-        """Where and how the model runs: device, backend, precision."""
+        """Where and how the model runs: device, backend, precision and why that precision."""
         return self._runtime(self._model())
 
     @staticmethod
     def _runtime(model: Classifier) -> dict[str, str]:
-        return {"device": model.device, "backend": model.backend, "precision": model.precision}
+        return {
+            "device": model.device,
+            "backend": model.backend,
+            "precision": model.precision,
+            "precision_reason": model.precision_reason,
+        }
 
 
 class ClassifyInput(UploadedForm):

@@ -54,17 +54,29 @@ def torch_classifier(
     device: str | torch.device = "cpu",
     backend: str = "auto",
     precision: str = "auto",
+    precision_reason: str | None = None,
 ) -> Classifier:
-    """A network in memory as a Classifier; `openvino` converts it to an IR on the way."""
+    """A network in memory as a Classifier; `openvino` converts it to an IR on the way. `precision_reason`:
+    why the caller chose `precision`, when it did (load_classifier)."""
     target = resolve_device(str(device))
-    backend, precision = choose(target.type, backend, precision)
+    backend, precision, reason = choose(target.type, backend, precision)
+    reason = precision_reason or reason
     if backend == "openvino":
         if precision == "int8":
             raise ValueError("int8 runs the calibrated IR of a registered model (save_model.py --calibration-images)")
         run = compile_ir(build_ir(spec, as_arrays(module)), precision)
     else:
         run = build(module, backend, target, precision, input_size=spec.input_size)
-    return Classifier(run, spec, tag=tag, metadata=metadata, device=str(target), backend=backend, precision=precision)
+    return Classifier(
+        run,
+        spec,
+        tag=tag,
+        metadata=metadata,
+        device=str(target),
+        backend=backend,
+        precision=precision,
+        precision_reason=reason,
+    )
 
 
 def build(

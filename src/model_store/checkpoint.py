@@ -45,6 +45,8 @@ class Checkpoint:
     best_val_acc: float | None = None
     # Facts to record with the model in the store (e.g. trained, test accuracy, training command).
     metadata: dict[str, Any] = field(default_factory=dict)
+    # An int8 OpenVINO IR made from these weights and measured against them (the embedded default's).
+    int8_ir: Path | None = None
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:

@@ -43,10 +43,10 @@ def build_ir(spec: ModelSpec, weights: Weights) -> openvino.Model:
     for stage, name in enumerate(STAGES):
         for i in range(spec.num_layers):
             x = _block(x, weights, f"{name}.{i}", stride=2 if stage > 0 and i == 0 else 1)
-    x = ops.relu(_batch_norm(x, weights, "bn_out"))
-    x = ops.reduce_mean(x, _const(np.array([2, 3], dtype=np.int64)), keep_dims=False)
+    x = _named(ops.relu(_batch_norm(x, weights, "bn_out")), "relu_out")
+    x = _named(ops.reduce_mean(x, _const(np.array([2, 3], dtype=np.int64)), keep_dims=False), "pool")
     logits = ops.add(
-        ops.matmul(x, _const(weights["fc_out.weight"]), transpose_a=False, transpose_b=True),
+        _named(ops.matmul(x, _const(weights["fc_out.weight"]), transpose_a=False, transpose_b=True), "fc_out"),
         _const(weights["fc_out.bias"]),
     )
     return openvino.Model([ops.result(logits, name="logits")], [images], "pyramidnet")
@@ -91,7 +91,9 @@ def store_ir(model: bentoml.Model) -> None:
 def _block(x: openvino.Node, weights: Weights, prefix: str, stride: int) -> openvino.Node:
     """ResidualBlock: BN-conv-BN-ReLU-conv-BN plus the zero-padded identity, no ReLU after the sum."""
     out = _conv(_batch_norm(x, weights, f"{prefix}.bn1"), weights, f"{prefix}.conv1", stride)
-    out = _conv(ops.relu(_batch_norm(out, weights, f"{prefix}.bn2")), weights, f"{prefix}.conv2")
+    out = _conv(
+        _named(ops.relu(_batch_norm(out, weights, f"{prefix}.bn2")), f"{prefix}.relu"), weights, f"{prefix}.conv2"
+    )
     out = _batch_norm(out, weights, f"{prefix}.bn3")
     added = weights[f"{prefix}.conv2.weight"].shape[0] - weights[f"{prefix}.bn1.weight"].shape[0]
     shortcut = x
@@ -100,17 +102,25 @@ def _block(x: openvino.Node, weights: Weights, prefix: str, stride: int) -> open
         shortcut = ops.pad(shortcut, zeros, _const(np.array([0, added, 0, 0], dtype=np.int64)), "constant")
     if stride == 2:
         shortcut = ops.avg_pool(shortcut, [2, 2], [0, 0], [0, 0], [2, 2], exclude_pad=True, rounding_type="ceil")
-    return ops.add(out, shortcut)
+    return _named(ops.add(out, shortcut), f"{prefix}.add")
 
 
 def _conv(x: openvino.Node, weights: Weights, name: str, stride: int = 1) -> openvino.Node:
     """A 3x3 convolution, padding 1, no bias."""
-    return ops.convolution(x, _const(weights[f"{name}.weight"]), [stride, stride], [1, 1], [1, 1], [1, 1])
+    conv = ops.convolution(x, _const(weights[f"{name}.weight"]), [stride, stride], [1, 1], [1, 1], [1, 1])
+    return _named(conv, name)
 
 
 def _batch_norm(x: openvino.Node, weights: Weights, name: str) -> openvino.Node:
     gamma, beta, mean, var = (weights[f"{name}.{k}"] for k in ("weight", "bias", "running_mean", "running_var"))
-    return ops.batch_norm_inference(x, _const(gamma), _const(beta), _const(mean), _const(var), BN_EPS)
+    return _named(ops.batch_norm_inference(x, _const(gamma), _const(beta), _const(mean), _const(var), BN_EPS), name)
+
+
+def _named(node: openvino.Node, name: str) -> openvino.Node:
+    """The op under its module's name in architecture.py (`layer2.0.conv1`): stable names, which the int8
+    model's quantizers inherit (`layer2.0.add/fq_output_0`)."""
+    node.set_friendly_name(name)
+    return node
 
 
 def _const(value: np.ndarray) -> openvino.Node:

@@ -8,31 +8,46 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
-from .openvino_ir import Runtime, native_bf16
+from .openvino_ir import Int8Accuracy, Runtime, native_bf16
 from .options import BACKENDS, PRECISIONS, Backend, Precision
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
 
-def choose(device_type: str, backend: str = "auto", precision: str = "auto") -> tuple[Backend, Precision]:
+MAX_INT8_DROP_PP = 0.1
+"""How much top-1 an int8 model may lose against fp32, in points, to be served by default."""
+
+
+class Choice(NamedTuple):
+    backend: Backend
+    precision: Precision
+    reason: str
+    """Why this precision: for the log and /model_info."""
+
+
+def choose(
+    device_type: str, backend: str = "auto", precision: str = "auto", int8: Int8Accuracy | None = None
+) -> Choice:
     """The measured default for a device type (`cpu`, `cuda`) unless overridden, checked.
 
-    The CPU runs OpenVINO, the fastest backend measured, at bf16 where the CPU computes it natively
-    and fp32, the exact one, elsewhere: the rule is the fastest precision within 0.1 pp of fp32's
-    top-1, and the table it reads is docs/performance.md#precision. fp32, bf16 and int8 can be
-    asked for. CUDA runs the `fused` torch backend under fp16 autocast (untested on a GPU).
+    The CPU runs OpenVINO, the fastest backend measured, at the fastest precision within
+    MAX_INT8_DROP_PP of fp32's top-1 (docs/performance.md#precision): int8 where the model has an
+    int8 IR measured within it (`int8`, what its maker recorded), else bf16 where the CPU computes it
+    natively, else fp32, the exact one. fp32, bf16 and int8 can be asked for. CUDA runs the `fused`
+    torch backend under fp16 autocast (untested on a GPU).
     """
+    reason = "asked for"
     if backend == "auto":
         backend = "openvino" if device_type == "cpu" else "fused"
     if precision == "auto" and device_type != "cpu":
-        precision = "fp16"
+        precision, reason = "fp16", "the default on CUDA: fp16 autocast (untested on a GPU)"
     elif precision == "auto":
-        precision = "bf16" if backend == "openvino" and native_bf16() else "fp32"
+        precision, reason = _cpu_default(backend, int8)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
@@ -50,7 +65,26 @@ def choose(device_type: str, backend: str = "auto", precision: str = "auto") -> 
         raise ValueError("int8 runs only through OpenVINO on the CPU")
     if precision == "fp16" and device_type != "cuda":
         raise ValueError(f"fp16 runs only on CUDA with a torch backend; {device_type} with {backend} cannot")
-    return cast(Backend, backend), cast(Precision, precision)  # both checked against their literals above
+    return Choice(cast(Backend, backend), cast(Precision, precision), reason)  # both checked above
+
+
+def _cpu_default(backend: str, int8: Int8Accuracy | None) -> tuple[str, str]:
+    """The CPU's precision and why: the first of int8, bf16 and fp32 this model and CPU allow."""
+    if backend != "openvino":
+        return "fp32", f"{backend} runs fp32 on the CPU"
+    if int8 is not None and int8.drop_pp <= MAX_INT8_DROP_PP:
+        return "int8", (
+            f"its int8 model is within {MAX_INT8_DROP_PP} pp of fp32 ({int8}), and int8 is the fastest precision "
+            "measured on every CPU (docs/performance.md#precision)"
+        )
+    missing = (
+        f"it has no int8 model measured within {MAX_INT8_DROP_PP} pp of fp32"
+        if int8 is None
+        else f"its int8 model loses more than {MAX_INT8_DROP_PP} pp ({int8})"
+    )
+    if native_bf16():
+        return "bf16", f"this CPU computes bf16 natively, and {missing}"
+    return "fp32", f"this CPU has no native bf16, and {missing}"
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -78,6 +112,7 @@ class Classifier:
         device: str,
         backend: Backend,
         precision: Precision,
+        precision_reason: str = "asked for",
     ) -> None:
         self._run = run
         self.spec = spec
@@ -86,6 +121,7 @@ class Classifier:
         self.device = device
         self.backend = backend
         self.precision = precision
+        self.precision_reason = precision_reason
         self.consecutive_failures = 0
 
     @property

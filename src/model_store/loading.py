@@ -15,10 +15,11 @@ import logging
 import os
 
 import bentoml
+import openvino
 
 from .conversion import store_ir
 from .inference import Classifier, choose
-from .openvino_ir import compile_ir, ir_path
+from .openvino_ir import Int8Accuracy, compile_ir, ir_path
 from .store import get_model, read_spec
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,10 @@ def load_classifier(
     model = get_model(ref)
     spec = read_spec(model)
     kind = device_type(device)
-    backend, precision = choose(kind, backend, precision)
+    int8 = ir_path(model.path, "int8")
+    measured = Int8Accuracy.recorded(openvino.Core().read_model(int8)) if int8.is_file() else None
+    backend, precision, reason = choose(kind, backend, precision, measured)
+    log.info("%s runs %s on %s: %s", model.tag, precision, kind, reason)
     metadata = dict(model.info.metadata)
     if backend != "openvino":
         # lazy: the torch side, only for a GPU or a torch backend asked for by name
@@ -61,6 +65,7 @@ def load_classifier(
             device=kind if device == "auto" else device,
             backend=backend,
             precision=precision,
+            precision_reason=reason,
         )
     xml = ir_path(model.path, precision)
     if not xml.is_file():
@@ -81,4 +86,5 @@ def load_classifier(
         device="cpu",
         backend="openvino",
         precision=precision,
+        precision_reason=reason,
     )

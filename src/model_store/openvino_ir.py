@@ -20,6 +20,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,37 @@ Runtime = Callable[[np.ndarray], np.ndarray]
 def ir_path(model_dir: Path, precision: str) -> Path:
     """Where the IR that `precision` runs lives in a stored model's folder."""
     return Path(model_dir) / IR_DIR / IR_FILES[PLANS[precision][0]]
+
+
+@dataclass(frozen=True)
+class Int8Accuracy:
+    """What the int8 IR's maker measured of it against the fp32 model, recorded in the IR (its
+    rt_info `pyramidnet/accuracy`): top-1 of both on the same images, which were no test images."""
+
+    int8_top1: float
+    fp32_top1: float
+    images: int
+    on: str
+
+    @property
+    def drop_pp(self) -> float:
+        return round(self.fp32_top1 - self.int8_top1, 6)
+
+    def __str__(self) -> str:
+        return f"{self.int8_top1:.2f} % against {self.fp32_top1:.2f} % on {self.images:,} {self.on}"
+
+    def record(self, graph: openvino.Model) -> None:
+        for field, value in asdict(self).items():
+            graph.set_rt_info(str(value), ["pyramidnet", "accuracy", field])
+
+    @classmethod
+    def recorded(cls, graph: openvino.Model) -> Int8Accuracy | None:
+        """The measurement recorded in an int8 IR; None for one never measured (NNCF's plain
+        post-training quantization at registration)."""
+        if not graph.has_rt_info(["pyramidnet", "accuracy"]):
+            return None
+        value = {f.name: graph.get_rt_info(["pyramidnet", "accuracy", f.name]).astype(str) for f in fields(cls)}
+        return cls(float(value["int8_top1"]), float(value["fp32_top1"]), int(value["images"]), value["on"])
 
 
 def cpu_threads() -> int:

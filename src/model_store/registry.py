@@ -8,13 +8,16 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import bentoml
 import numpy as np
+import openvino
 import safetensors.torch
 import torch
 from PIL import Image
@@ -29,8 +32,9 @@ from .store import SPEC_FILE, WEIGHTS_FILE, read_spec
 log = logging.getLogger(__name__)
 
 VERSION_LENGTH = 16  # hex digits of the checkpoint's sha256 that make its version
-# The trained weights shipped with the package (scripts/ship_weights.py writes them).
+# The trained weights shipped with the package, and their int8 model (scripts/ship_weights.py writes both).
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "pyramidnet110-cifar10.safetensors"
+SHIPPED_INT8 = SHIPPED_WEIGHTS.with_name("pyramidnet110-cifar10-int8.xml")
 
 
 class RegistrationError(ValueError):
@@ -64,6 +68,13 @@ def ship_weights(checkpoint: Checkpoint, path: Path = SHIPPED_WEIGHTS, **facts: 
     return path
 
 
+def int8_belongs_to(xml: Path, checkpoint: Checkpoint) -> bool:
+    """Whether an int8 IR was made from this checkpoint's weights (the sha256 its maker recorded)."""
+    graph = openvino.Core().read_model(xml)
+    made_from = ["pyramidnet", "weights_sha256"]
+    return graph.has_rt_info(made_from) and graph.get_rt_info(made_from).astype(str) == checkpoint.sha256
+
+
 def _shipped(path: Path) -> Checkpoint:
     with safetensors.safe_open(path, framework="pt") as f:
         facts: dict[str, Any] = dict(f.metadata() or {})
@@ -72,6 +83,7 @@ def _shipped(path: Path) -> Checkpoint:
     facts.pop("source_sha256", None)
     if "measured_top1" in facts:  # what scripts/ship_weights.py measured: numbers, not strings
         facts["measured_top1"], facts["measured_images"] = float(facts["measured_top1"]), int(facts["measured_images"])
+    int8 = path.with_name(f"{path.stem}-int8.xml")
     return Checkpoint(
         state_dict=state_dict,
         sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
@@ -79,6 +91,7 @@ def _shipped(path: Path) -> Checkpoint:
         epoch=int(epoch) if epoch is not None else None,
         best_val_acc=float(accuracy) if accuracy is not None else None,
         metadata=facts,
+        int8_ir=int8 if int8.is_file() else None,
     )
 
 
@@ -96,8 +109,12 @@ def register(
     every step succeeds.
 
     The version comes from the checkpoint's sha256: registering the same file again returns the
-    model already stored, and a tag names exactly one set of weights. `calibration` (normalised
-    float32 training images, never test images) adds the int8 IR, to a stored model too."""
+    model already stored, and a tag names exactly one set of weights. The int8 IR comes with the
+    checkpoint (the embedded default's, made from its weights when they shipped) or from
+    `calibration` (normalised float32 training images, never test images); either is added to a
+    stored model that lacks one."""
+    if checkpoint.int8_ir is not None and not int8_belongs_to(checkpoint.int8_ir, checkpoint):
+        raise RegistrationError(f"{checkpoint.int8_ir} was not made from {checkpoint.source}: ship both again")
     tag = bentoml.Tag(name, checkpoint.sha256[:VERSION_LENGTH])
     with contextlib.suppress(bentoml.exceptions.NotFound):
         existing = bentoml.models.get(tag)
@@ -107,8 +124,13 @@ def register(
                 f"delete the stored model first (bentoml models delete {tag}) and register again"
             )
         log.info("%s is already in the store (the same weights); not registered again", tag)
-        if calibration is not None and not ir_path(existing.path, "int8").is_file():
-            _add_int8(existing, calibration, calibrated_on)
+        if not ir_path(existing.path, "int8").is_file():
+            if checkpoint.int8_ir is not None:
+                _add_int8(existing, lambda out: _copy_ir(checkpoint.int8_ir, out))
+            elif calibration is not None:
+                _add_int8(
+                    existing, lambda out: quantize_ir(ir_path(existing.path, "fp32"), calibration, calibrated_on, out)
+                )
         return existing
     spec = spec or ModelSpec()
     module = build_network(spec, checkpoint.state_dict).eval()
@@ -135,23 +157,32 @@ def register(
         with open(model.path_of(SPEC_FILE), "w") as f:
             f.write(spec.model_dump_json(indent=2))
         xml = save_ir(build_ir(spec, as_arrays(module)), Path(model.path))
-        if calibration is not None:
+        if checkpoint.int8_ir is not None:
+            _copy_ir(checkpoint.int8_ir, ir_path(model.path, "int8"))
+        elif calibration is not None:
             quantize_ir(xml, calibration, calibrated_on)
     log.info("registered %s from %s", model.tag, checkpoint.source)
     return model
 
 
-def _add_int8(model: bentoml.Model, calibration: np.ndarray, calibrated_on: str) -> None:
-    """Quantize a stored model's fp32 IR and move the int8 IR in beside it (.bin first: the .xml marks it whole)."""
+def _add_int8(model: bentoml.Model, make: Callable[[Path], object]) -> None:
+    """Make a stored model's int8 IR in a scratch folder beside its fp32 IR (`make(xml)` writes it), then
+    move it in (.bin first: the .xml marks it whole)."""
     fp32 = ir_path(model.path, "fp32")
     if not fp32.is_file():
         store_ir(model)
     with tempfile.TemporaryDirectory(dir=fp32.parent) as scratch:
-        xml = quantize_ir(fp32, calibration, calibrated_on, out=Path(scratch) / IR_FILES["int8"])
+        xml = Path(scratch) / IR_FILES["int8"]
+        make(xml)
         target = ir_path(model.path, "int8")
         os.replace(xml.with_suffix(".bin"), target.with_suffix(".bin"))
         os.replace(xml, target)
-    log.info("added the int8 model to %s (calibrated on %d images)", model.tag, len(calibration))
+    log.info("added the int8 model to %s", model.tag)
+
+
+def _copy_ir(xml: Path, out: Path) -> None:
+    shutil.copyfile(xml.with_suffix(".bin"), out.with_suffix(".bin"))
+    shutil.copyfile(xml, out)
 
 
 def load_network(model: bentoml.Model) -> torch.nn.Module:

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 import bentoml
 import numpy as np
+import openvino
 import pytest
 import torch
 from PIL import Image
 
 from model_store import ModelSpec, load_classifier, read_spec
 from model_store.architecture import from_spec
-from model_store.checkpoint import CheckpointError, read_checkpoint
+from model_store.checkpoint import Checkpoint, CheckpointError, as_arrays, build_network, read_checkpoint
+from model_store.conversion import build_ir, quantize_ir, save_ir
 from model_store.evaluation import verdict
 from model_store.imaging import preprocess_batch
 from model_store.inference import softmax
+from model_store.openvino_ir import Int8Accuracy, compile_ir, ir_path
 from model_store.registry import SHIPPED_WEIGHTS, RegistrationError, embedded_default, load_network, register
 from model_store.store import SPEC_FILE, WEIGHTS_FILE
 
@@ -172,3 +176,77 @@ def test_registering_the_same_weights_again_returns_the_stored_model(tmp_path):
     assert first.tag == second.tag
     assert first.tag.version == read_checkpoint(path).sha256[:16]
     assert [str(m.tag) for m in bentoml.models.list("twice")] == [str(first.tag)]
+
+
+def int8_of(checkpoint: Checkpoint, spec: ModelSpec, folder: Path, accuracy: Int8Accuracy | None) -> Path:
+    """An int8 IR of a checkpoint's weights as ship_weights.py makes one: NNCF's, with the weights' sha256 and
+    (when given) the accuracy its maker measured recorded in it."""
+    xml = save_ir(build_ir(spec, as_arrays(build_network(spec, checkpoint.state_dict))), folder)
+    calibration = np.random.default_rng(0).standard_normal((20, 3, 32, 32)).astype(np.float32)
+    graph = openvino.Core().read_model(quantize_ir(xml, calibration))
+    graph.set_rt_info(checkpoint.sha256, ["pyramidnet", "weights_sha256"])
+    if accuracy is not None:
+        accuracy.record(graph)
+    out = folder / "shipped-int8.xml"
+    openvino.save_model(graph, out, compress_to_fp16=False)
+    return out
+
+
+def test_a_checkpoint_that_comes_with_its_int8_model_is_stored_and_served_with_it(tmp_path):
+    torch.manual_seed(5)
+    spec = ModelSpec(num_layers=1)
+    state = {k: v.detach() for k, v in from_spec(spec).state_dict().items()}
+    plain = Checkpoint(state_dict=state, sha256="ab" * 32, source="test:plain")
+    measured = Int8Accuracy(int8_top1=92.85, fp32_top1=92.9, images=1000, on="held-out training images")
+    ir = int8_of(plain, spec, tmp_path / "made", measured)
+
+    model = register(dataclasses.replace(plain, int8_ir=ir), name="with-int8", spec=spec)
+    stored = ir_path(model.path, "int8")
+    assert stored.read_bytes() == ir.read_bytes()
+    assert stored.with_suffix(".bin").read_bytes() == ir.with_suffix(".bin").read_bytes()
+    served = load_classifier(model, device="cpu")  # auto: measured within the bound, so int8
+    assert (served.precision, served.backend) == ("int8", "openvino")
+    assert (
+        "within 0.1 pp of fp32 (92.85 % against 92.90 % on 1,000 held-out training images)" in served.precision_reason
+    )
+    batch = np.random.default_rng(1).standard_normal((5, 3, 32, 32)).astype(np.float32)
+    assert np.array_equal(served.predict_proba(batch), softmax(compile_ir(ir, "int8")(batch)))
+
+    # Never measured: served only when asked for.
+    unmeasured = dataclasses.replace(plain, sha256="cd" * 32, source="test:unmeasured")
+    model = register(
+        dataclasses.replace(unmeasured, int8_ir=int8_of(unmeasured, spec, tmp_path / "u", None)), name="u", spec=spec
+    )
+    assert load_classifier(model, device="cpu").precision in ("bf16", "fp32")
+    assert load_classifier(model, device="cpu", precision="int8").precision == "int8"
+
+
+def test_an_int8_model_made_from_other_weights_is_refused_and_nothing_is_stored(tmp_path):
+    torch.manual_seed(6)
+    spec = ModelSpec(num_layers=1)
+    state = {k: v.detach() for k, v in from_spec(spec).state_dict().items()}
+    other = Checkpoint(state_dict=state, sha256="ef" * 32, source="test:other")
+    ir = int8_of(other, spec, tmp_path, None)
+    before = stored_tags()
+    with pytest.raises(RegistrationError, match="was not made from test:mine"):
+        register(Checkpoint(state_dict=state, sha256="01" * 32, source="test:mine", int8_ir=ir), name="mine", spec=spec)
+    assert stored_tags() == before
+
+
+def test_a_stored_model_without_an_int8_model_gains_the_one_its_checkpoint_brings(tmp_path):
+    torch.manual_seed(7)
+    spec = ModelSpec(num_layers=1)
+    state = {k: v.detach() for k, v in from_spec(spec).state_dict().items()}
+    checkpoint = Checkpoint(state_dict=state, sha256="23" * 32, source="test:upgrade")
+    model = register(checkpoint, name="upgrade", spec=spec)  # as stored before the package shipped an int8 model
+    assert not ir_path(model.path, "int8").is_file()
+    ir = int8_of(checkpoint, spec, tmp_path, None)
+    again = register(dataclasses.replace(checkpoint, int8_ir=ir), name="upgrade", spec=spec)
+    assert again.tag == model.tag
+    assert ir_path(again.path, "int8").read_bytes() == ir.read_bytes()
+    assert sorted(p.name for p in ir_path(again.path, "int8").parent.iterdir()) == [
+        "model-int8.bin",
+        "model-int8.xml",
+        "model.bin",
+        "model.xml",
+    ]  # no scratch folder left behind

@@ -8,18 +8,27 @@ import pytest
 
 from model_store import Classifier
 from model_store.bentoml_internals import cpu_budget
-from model_store.inference import choose
-from model_store.openvino_ir import native_bf16
+from model_store.inference import MAX_INT8_DROP_PP, choose
+from model_store.openvino_ir import Int8Accuracy, native_bf16
 from model_store.options import BACKENDS
 
 
+def runtime(*args, **kwargs) -> tuple[str, str]:
+    backend, precision, _ = choose(*args, **kwargs)
+    return backend, precision
+
+
+CLOSE = Int8Accuracy(int8_top1=92.8, fp32_top1=92.9, images=1000, on="held-out training images")
+FAR = Int8Accuracy(int8_top1=92.3, fp32_top1=92.9, images=1000, on="held-out training images")
+
+
 def test_the_default_is_the_measured_fastest_and_each_override_is_checked():
-    assert choose("cpu") == ("openvino", "bf16" if native_bf16() else "fp32")
-    assert choose("cuda") == ("fused", "fp16")
-    assert choose("cpu", "onnx") == ("onnx", "fp32")  # bf16 on the CPU is OpenVINO's
-    assert choose("cpu", precision="fp32") == ("openvino", "fp32")
-    assert choose("cpu", precision="int8") == ("openvino", "int8")
-    assert choose("cuda", "compile", "bf16") == ("compile", "bf16")
+    assert runtime("cpu") == ("openvino", "bf16" if native_bf16() else "fp32")
+    assert runtime("cuda") == ("fused", "fp16")
+    assert runtime("cpu", "onnx") == ("onnx", "fp32")  # bf16 on the CPU is OpenVINO's
+    assert runtime("cpu", precision="fp32") == ("openvino", "fp32")
+    assert runtime("cpu", precision="int8") == ("openvino", "int8")
+    assert runtime("cuda", "compile", "bf16") == ("compile", "bf16")
     with pytest.raises(ValueError, match="fp16 runs only on CUDA"):
         choose("cpu", "fused", "fp16")
     with pytest.raises(ValueError, match="runs through OpenVINO"):
@@ -32,13 +41,32 @@ def test_the_default_is_the_measured_fastest_and_each_override_is_checked():
         choose("cpu", "tensorrt")
 
 
+@pytest.mark.parametrize("bf16", [True, False])
+def test_the_cpu_serves_int8_only_when_its_int8_model_was_measured_within_the_bound(monkeypatch, bf16):
+    monkeypatch.setattr("model_store.inference.native_bf16", lambda: bf16)
+    other = "bf16" if bf16 else "fp32"
+    close = choose("cpu", int8=CLOSE)
+    assert close[:2] == ("openvino", "int8")
+    assert f"within {MAX_INT8_DROP_PP} pp of fp32 (92.80 % against 92.90 % on 1,000 held-out" in close.reason
+    assert runtime("cpu", int8=FAR) == ("openvino", other)
+    assert "loses more than 0.1 pp (92.30 % against 92.90 %" in choose("cpu", int8=FAR).reason
+    assert runtime("cpu", int8=None) == ("openvino", other)  # no int8 model, or one never measured
+    assert "no int8 model measured within 0.1 pp" in choose("cpu").reason
+    assert choose("cpu").reason.startswith("this CPU computes bf16 natively" if bf16 else "this CPU has no native bf16")
+    assert runtime("cpu", "onnx", int8=CLOSE) == ("onnx", "fp32")  # int8 is OpenVINO's
+    assert runtime("cpu", precision="fp32", int8=CLOSE) == ("openvino", "fp32")  # asked for wins
+    assert choose("cpu", precision="fp32", int8=CLOSE).reason == "asked for"
+    assert runtime("cuda", int8=CLOSE) == ("fused", "fp16")
+
+
 def test_a_cpu_without_native_bf16_defaults_to_fp32_and_refuses_bf16(monkeypatch):
     # What OpenVINO reports about the CPU is the input here: an older CPU reports no BF16.
     monkeypatch.setattr("model_store.inference.native_bf16", lambda: False)
-    assert choose("cpu") == ("openvino", "fp32")
+    assert runtime("cpu") == ("openvino", "fp32")
+    assert choose("cpu").reason.startswith("this CPU has no native bf16")
     with pytest.raises(ValueError, match="bf16 needs a CPU that computes it natively"):
         choose("cpu", precision="bf16")
-    assert choose("cuda", precision="bf16") == ("fused", "bf16")  # a GPU's bf16 is autocast, not this
+    assert runtime("cuda", precision="bf16") == ("fused", "bf16")  # a GPU's bf16 is autocast, not this
 
 
 def test_native_bf16_is_what_openvino_reports():
