@@ -1,6 +1,7 @@
 """Make a finished training run the package's embedded default (what `make serve` registers and serves).
 
     python scripts/ship_weights.py --run runs/pyramidnet110-cutout --data ../shared/data/cifar10
+    python scripts/ship_weights.py --data ../shared/data/cifar10      # the int8 model of the weights shipped
 
 Reads RUN/model.pth and RUN/summary.json (scripts/train.py), measures top-1 in fp32 through the
 serving preprocessing on all 10,000 CIFAR-10 test JPEGs, on the 1,017 pixel-exact test images and
@@ -8,6 +9,14 @@ on the JPEGs of those 1,017 (what the JPEG compression alone costs), and writes
 src/model_store/weights/pyramidnet110-cifar10.safetensors: fp32, pickle-free, about
 7 MB, with the measurements and the run's facts (epochs, command, wall time, hardware, data seen)
 in its header, which scripts/save_model.py records as model metadata. Prints the file's sha256.
+
+Then, with or without --run, the weights' int8 model beside them (…-int8.xml, .bin, about 2 MB):
+NNCF's post-training quantization of their OpenVINO IR, calibrated on 30 training images of each
+class outside the run's hold-out, then measured against fp32 on the hold-out (the run's split: its
+recipe with --run, else --holdout-per-class and --seed). The measurement and the weights' sha256
+are recorded in the IR: the service serves int8 by default only when that measurement is within
+0.1 pp of fp32 (docs/performance.md#precision). Its top-1 on the 10,000 test JPEGs is printed, a
+report that chooses nothing.
 """
 
 from __future__ import annotations
@@ -16,16 +25,22 @@ import argparse
 import hashlib
 import json
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from train import read_split
+import openvino
+from save_model import CALIBRATION_PER_CLASS
+from train import read_split, split_holdout
 
 from model_store import Classifier, ModelSpec
 from model_store.backends import torch_classifier
-from model_store.checkpoint import CheckpointError, build_network, read_checkpoint
+from model_store.checkpoint import CheckpointError, as_arrays, build_network, read_checkpoint
+from model_store.conversion import build_ir, quantize_ir, save_ir
 from model_store.imaging import normalize
-from model_store.registry import SHIPPED_WEIGHTS, ship_weights
+from model_store.openvino_ir import Int8Accuracy, Runtime, compile_ir
+from model_store.registry import SHIPPED_WEIGHTS, embedded_default, ship_weights
 
 BATCH = 250
 
@@ -48,12 +63,54 @@ def jpeg_copies(exact_labels: np.ndarray, jpeg_labels: np.ndarray) -> np.ndarray
     return np.searchsorted(jpeg_labels, exact_labels) + earlier
 
 
+def ship_int8(weights: Path, data: Path, split: dict[str, Any]) -> tuple[Path, Int8Accuracy]:
+    """The int8 model of the weights at `weights`, beside them, with its hold-out measurement recorded.
+    `split`: the run's hold-out (train.py's `holdout_per_class`, `seed`, `limit_per_class`)."""
+    checkpoint, spec = embedded_default(shipped=weights), ModelSpec()
+    images, labels = read_split(data, "train", split.get("limit_per_class"))
+    train_idx, holdout = split_holdout(labels, split["holdout_per_class"], split["seed"])
+    calibration = np.concatenate(
+        [train_idx[labels[train_idx] == c][:CALIBRATION_PER_CLASS] for c in range(spec.num_classes)]
+    )
+    held, held_labels = normalize(images[holdout], spec), labels[holdout]
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32 = save_ir(build_ir(spec, as_arrays(build_network(spec, checkpoint.state_dict))), Path(scratch))
+        int8 = quantize_ir(fp32, normalize(images[calibration], spec), "training images outside the hold-out")
+        int8_right = _predict(compile_ir(int8, "int8"), held) == held_labels
+        fp32_right = _predict(compile_ir(fp32, "fp32"), held) == held_labels
+        accuracy = Int8Accuracy(
+            int8_top1=round(float(int8_right.mean() * 100), 2),
+            fp32_top1=round(float(fp32_right.mean() * 100), 2),
+            images=len(holdout),
+            on="held-out training images",
+            losses=int((fp32_right & ~int8_right).sum()),
+            gains=int((int8_right & ~fp32_right).sum()),
+        )
+        graph = openvino.Core().read_model(int8)
+        accuracy.record(graph)
+        graph.set_rt_info(checkpoint.sha256, ["pyramidnet", "weights_sha256"])
+        out = weights.with_name(f"{weights.stem}-int8.xml")
+        openvino.save_model(graph, out, compress_to_fp16=False)
+    return out, accuracy
+
+
+def _predict(run: Runtime, images: np.ndarray) -> np.ndarray:
+    return np.concatenate([run(images[i : i + BATCH]).argmax(1) for i in range(0, len(images), BATCH)])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, required=True, help="a finished scripts/train.py run folder")
-    parser.add_argument("--data", type=Path, required=True, help="test-jpeg.tar.gz and test-exact-first1017.npz")
+    parser.add_argument("--run", type=Path, help="a finished scripts/train.py run folder; none: the weights at --out")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="train and test JPEGs (folders or archives), test-exact-first1017.npz"
+    )
     parser.add_argument("--out", type=Path, default=SHIPPED_WEIGHTS)
+    parser.add_argument("--holdout-per-class", type=int, default=100, help="without --run: the run's (train.py's)")
+    parser.add_argument("--seed", type=int, default=0, help="without --run: the run's hold-out seed (train.py's)")
     args = parser.parse_args(argv)
+    if args.run is None:
+        split = {"holdout_per_class": args.holdout_per_class, "seed": args.seed}
+        return _report_int8(*ship_int8(args.out, args.data, split), args.data)
     try:
         checkpoint = read_checkpoint(args.run / "model.pth")
         summary = json.loads((args.run / "summary.json").read_text())
@@ -99,6 +156,16 @@ def main(argv: list[str] | None = None) -> int:
         f"  test top-1  {jpeg:.2f} % on the {len(images):,} JPEGs, {exact_top1:.2f} % on the 1,017 exact images "
         f"({exact_as_jpeg:.2f} % on their JPEGs) (fp32)"
     )
+    return _report_int8(*ship_int8(path, args.data, recipe), args.data)
+
+
+def _report_int8(xml: Path, accuracy: Int8Accuracy, data: Path) -> int:
+    size = (xml.stat().st_size + xml.with_suffix(".bin").stat().st_size) / 1e6
+    images, labels = read_split(data, "test")
+    test = (_predict(compile_ir(xml, "int8"), normalize(images, ModelSpec())) == labels).mean() * 100
+    print(f"{xml} (and .bin: {size:.1f} MB)")
+    print(f"  hold-out    int8 {accuracy} ({accuracy.losses} images lost, {accuracy.gains} gained)")
+    print(f"  test top-1  {test:.2f} % on the {len(images):,} JPEGs (int8; reported, never chosen by)")
     return 0
 
 

@@ -15,11 +15,10 @@ import logging
 import os
 
 import bentoml
-import openvino
 
 from .conversion import store_ir
 from .inference import Classifier, choose
-from .openvino_ir import Int8Accuracy, compile_ir, ir_path
+from .openvino_ir import compile_ir, int8_accuracy, ir_path
 from .store import get_model, read_spec
 
 log = logging.getLogger(__name__)
@@ -47,9 +46,7 @@ def load_classifier(
     model = get_model(ref)
     spec = read_spec(model)
     kind = device_type(device)
-    int8 = ir_path(model.path, "int8")
-    measured = Int8Accuracy.recorded(openvino.Core().read_model(int8)) if int8.is_file() else None
-    backend, precision, reason = choose(kind, backend, precision, measured)
+    backend, precision, reason = choose(kind, backend, precision, int8_accuracy(model.path))
     log.info("%s runs %s on %s: %s", model.tag, precision, kind, reason)
     metadata = dict(model.info.metadata)
     if backend != "openvino":

@@ -6,14 +6,15 @@ import json
 from pathlib import Path
 
 import numpy as np
+import openvino
 import pytest
 import torch
 from evaluate import CARD_BEGIN, CARD_END
 
 from model_store import CIFAR10_CLASSES
 from model_store.checkpoint import read_checkpoint
-from model_store.openvino_ir import native_bf16
-from model_store.registry import embedded_default, register
+from model_store.openvino_ir import Int8Accuracy, native_bf16
+from model_store.registry import embedded_default, int8_belongs_to, register
 
 from ..scripts import script
 
@@ -157,11 +158,23 @@ def test_train_register_and_evaluate(training_data, exact_jpegs, tmp_path, serve
     checkpoint = read_checkpoint(run / "model.pth")  # the seed's format, read safely
     assert checkpoint.epoch == 2
     assert checkpoint.best_val_acc == summary["holdout_top1"]
+    data = tmp_path / "data"  # the exact test images, and the run's training images for its int8 model
+    data.mkdir()
+    for name in ("test", "test-exact-first1017.npz"):
+        (data / name).symlink_to(exact_jpegs / name)
+    (data / "train").symlink_to(training_data / "train")
     shipped = script(
-        "ship_weights.py", "--run", str(run), "--data", str(exact_jpegs), "--out", str(tmp_path / "w.safetensors")
+        "ship_weights.py", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "w.safetensors")
     )
     assert shipped.returncode == 0, shipped.stderr[-3000:]
-    facts = embedded_default(shipped=tmp_path / "w.safetensors").metadata
+    default = embedded_default(shipped=tmp_path / "w.safetensors")
+    assert default.int8_ir == tmp_path / "w-int8.xml"
+    assert int8_belongs_to(default.int8_ir, default)
+    int8 = Int8Accuracy.recorded(openvino.Core().read_model(default.int8_ir))
+    assert (int8.images, int8.on) == (10, "held-out training images")  # the run's hold-out: 1 image per class
+    assert int8.losses - int8.gains == round((int8.fp32_top1 - int8.int8_top1) * int8.images / 100)
+    assert "held-out" in shipped.stdout
+    facts = default.metadata
     assert 0 <= facts["measured_top1"] <= 100
     assert facts["measured_images"] == 1017
     assert 0 <= float(facts["test_top1_exact"]) <= 100
