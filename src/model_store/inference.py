@@ -81,7 +81,7 @@ def _cpu_default(backend: str, int8: Int8Accuracy | None) -> tuple[str, str]:
     missing = (
         f"it has no int8 model measured within {MAX_INT8_DROP_PP} pp of fp32"
         if int8 is None
-        else f"its int8 model loses more than {MAX_INT8_DROP_PP} pp ({int8})"
+        else f"its int8 model is not shown within {MAX_INT8_DROP_PP} pp of fp32 ({int8})"
     )
     if native_bf16():
         return "bf16", f"this CPU computes bf16 natively, and {missing}"
