@@ -47,12 +47,7 @@ BATCH = 250
 
 def top1(model: Classifier, images: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 in percent of uint8 (N, 32, 32, 3) images, through the serving preprocessing."""
-    predicted = np.concatenate(
-        [
-            model.predict_proba(normalize(images[i : i + BATCH], model.spec)).argmax(1)
-            for i in range(0, len(images), BATCH)
-        ]
-    )
+    predicted = _predict(model.predict_proba, normalize(images, model.spec))
     return round(float((predicted == labels).mean() * 100), 2)
 
 
@@ -95,6 +90,7 @@ def ship_int8(weights: Path, data: Path, split: dict[str, Any]) -> tuple[Path, I
 
 
 def _predict(run: Runtime, images: np.ndarray) -> np.ndarray:
+    """The top-1 class of each normalised image, BATCH at a time."""
     return np.concatenate([run(images[i : i + BATCH]).argmax(1) for i in range(0, len(images), BATCH)])
 
 

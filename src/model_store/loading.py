@@ -46,7 +46,8 @@ def load_classifier(
     model = get_model(ref)
     spec = read_spec(model)
     kind = device_type(device)
-    backend, precision, reason = choose(kind, backend, precision, int8_accuracy(model.path))
+    measured = int8_accuracy(model.path) if precision == "auto" else None  # read only where the rule needs it
+    backend, precision, reason = choose(kind, backend, precision, measured)
     log.info("%s runs %s on %s: %s", model.tag, precision, kind, reason)
     metadata = dict(model.info.metadata)
     if backend != "openvino":
