@@ -1,7 +1,7 @@
 """The monitoring kit against a real Prometheus scraping a real `bentoml serve` every second, through
-idle, steady load, a 256-client retry storm and idle again: every query the autoscalers, the alerts
-and the dashboard use returns data, the scaling metric follows the storm, the shedding alert knows
-when it is on."""
+idle, steady load, a retry storm of 256 clients sending 8 images each, and idle again: every query
+the autoscalers, the alerts and the dashboard use returns data, the scaling metric follows the
+storm, the shedding alert knows when it is on."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ KEDA = REPO / "deploy" / "k8s" / "components" / "keda" / "scaledobject.yaml"
 HPA = REPO / "deploy" / "k8s" / "base" / "hpa.yaml"
 JOB = "pyramidnet"  # the job the ServiceMonitor gives the pods (the Service's name)
 STORM_CLIENTS = 256
+# Images per storm request: 2,048 in flight are over the 2 s admission budget on any CPU slower than
+# 1,000 images/s. 256 single images were not on a Zen 4 (bf16, about 330 images/s): nothing shed.
+STORM_IMAGES = 8
 
 
 @dataclass
@@ -161,18 +164,19 @@ def load(url: str, body: Path, clients: int, seconds: float) -> None:
 
 @pytest.fixture(scope="module")
 def run(served: Server, prometheus: Prometheus, sample_jpegs, tmp_path_factory) -> Phases:
-    """Idle, steady load (4 clients), the storm (256 clients, 20 s), then idle until the scaling metric
-    is back under its target (at most 30 s) and 5 s more."""
-    body = tmp_path_factory.mktemp("load") / "one.multipart"
-    body.write_bytes(multipart("image", [sample_jpegs[0].read_bytes()]))
-    url = served.url + "/classify"
+    """Idle, steady load (4 clients, one image each), the storm (256 clients, 8 images each, 20 s), then
+    idle until the scaling metric is back under its target (at most 30 s) and 5 s more."""
+    bodies = tmp_path_factory.mktemp("load")
+    one, batch = bodies / "one.multipart", bodies / "batch.multipart"
+    one.write_bytes(multipart("image", [sample_jpegs[0].read_bytes()]))
+    batch.write_bytes(multipart("images", [p.read_bytes() for p in sample_jpegs[:STORM_IMAGES]]))
     query, target = scaling_query()
     phases = Phases(started=time.time())
     time.sleep(6)
     phases.steady = time.time()
-    load(url, body, 4, 10)
+    load(served.url + "/classify", one, 4, 10)
     phases.storm = time.time()
-    load(url, body, STORM_CLIENTS, 20)
+    load(served.url + "/classify_batch", batch, STORM_CLIENTS, 20)
     phases.storm_end = time.time()
     deadline = phases.storm_end + 30
     while time.time() < deadline:
@@ -226,9 +230,9 @@ def test_the_storm_timeline(prometheus, run, capsys):
         "wait s": query,
         "in flight": f'sum(pyramidnet_images_in_flight{{job="{JOB}"}})',
         "shed/s": f'sum(rate(pyramidnet_shed_requests_total{{job="{JOB}"}}[4s]))',
-        "ok/s": f'sum(rate(pyramidnet_requests_total{{job="{JOB}", code="OK", route="/classify"}}[4s]))',
+        "ok/s": f'sum(rate(pyramidnet_requests_total{{job="{JOB}", code="OK"}}[4s]))',
         "p99 ok s": "histogram_quantile(0.99, sum by (le) (rate(pyramidnet_request_duration_seconds_bucket"
-        f'{{job="{JOB}", code="OK", route="/classify"}}[4s])))',
+        f'{{job="{JOB}", code="OK"}}[4s])))',
         "scrape ms": f'scrape_duration_seconds{{job="{JOB}"}} * 1000',
     }
     values = {name: dict(prometheus.range(expr, run.started, run.ended)) for name, expr in columns.items()}
