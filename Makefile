@@ -1,5 +1,7 @@
 # The whole set-up on a fresh machine:  `make serve`  (install what serving needs, register the default, serve)
 #                                       `make test`   (install with the dev tools, run the test suite)
+# Serving on the CPU needs no torch, so `make serve` installs none on a machine without an NVIDIA GPU;
+# `make install-torch` adds it for what needs it: a .pth checkpoint, training, the torch backends.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -19,19 +21,28 @@ resolve_model = tag="$(MODEL)"; \
 	if [ -z "$$tag" ]; then out=$$($(BIN)/python scripts/save_model.py) || exit 1; \
 	echo "$$out" >&2; tag=$$(echo "$$out" | head -n1); fi
 
-.PHONY: install serve test test-fast lint build
+.PHONY: install install-torch serve test test-fast lint build
+
+# Where nvidia-smi lists a GPU, serving runs a torch backend on it: `make serve` installs torch there.
+GPU := $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU ' && echo yes)
 
 install: $(VENV)/.serve
 
 $(VENV)/.serve: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -e . -c constraints.txt
+	$(BIN)/pip install -e '.$(if $(GPU),[torch])' -c constraints.txt
+	touch $@
+
+install-torch: $(VENV)/.torch
+
+$(VENV)/.torch: $(VENV)/.serve
+	$(BIN)/pip install -e '.[torch]' -c constraints.txt
 	touch $@
 
 $(VENV)/.dev: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -e '.[dev]' -c constraints.txt
-	touch $@ $(VENV)/.serve
+	touch $@ $(VENV)/.serve $(VENV)/.torch
 
 serve: $(VENV)/.serve
 	@$(resolve_model); echo "serving $$tag on port $(PORT)" >&2; \

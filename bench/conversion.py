@@ -18,8 +18,7 @@ import openvino
 import torch
 
 from model_store import ModelSpec
-from model_store.architecture import from_spec
-from model_store.checkpoint import as_arrays
+from model_store.architecture import as_arrays, build_network
 from model_store.conversion import build_ir
 from model_store.imaging import normalize
 from model_store.registry import embedded_default
@@ -41,8 +40,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     spec = ModelSpec()
-    module = from_spec(spec).eval()
-    module.load_state_dict(embedded_default().state_dict)
+    module = build_network(spec, embedded_default().state_dict).eval()
     ways = {
         "graph API (served)": lambda: build_ir(spec, as_arrays(module)),
         "torch.export + convert": lambda: traced(module, 32),

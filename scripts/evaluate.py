@@ -33,9 +33,8 @@ import numpy as np
 from tqdm import tqdm
 
 from model_store import Classifier, ModelSpec, load_classifier
-from model_store.backends import torch_classifier
-from model_store.checkpoint import build_network, read_checkpoint
 from model_store.evaluation import labelled_images, probabilities
+from model_store.extras import torch_required
 
 ECE_BINS = 15
 CARD_BEGIN = "<!-- model card: written by scripts/evaluate.py --card; edit there, not here -->"
@@ -57,6 +56,11 @@ FACTS = [  # (row, metadata key): what scripts/ship_weights.py recorded about th
 
 
 def classifier_from_checkpoint(path: Path, device: str) -> Classifier:
+    with torch_required("evaluate.py --checkpoint"):  # lazy: reading a .pth needs torch, --model does not
+        from model_store.architecture import build_network
+        from model_store.backends import torch_classifier
+        from model_store.pth import read_checkpoint
+
     checkpoint = read_checkpoint(path)
     spec = ModelSpec()
     module = build_network(spec, checkpoint.state_dict)

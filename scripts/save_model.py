@@ -6,8 +6,12 @@
     python scripts/save_model.py --calibration-images /tmp/train        # add the int8 model (NNCF)
 
 --eval-images measures top-1 on a labelled folder (<class>/<image>, CIFAR-10 class names) through
-the serving preprocessing before registering, and records it: what backs `"trained": true` in
-/model_info. Without a measurement the service reports `"trained": null` with a warning.
+the serving preprocessing and the CPU's runtime at fp32 before registering, and records it: what
+backs `"trained": true` in /model_info. Without a measurement the service reports `"trained": null`
+with a warning.
+
+Registering the embedded default needs no torch; reading a .pth (--checkpoint) does
+(`make install-torch`).
 
 Registration also stores the OpenVINO IR the CPU serves (fp32; bf16 is the same IR at run time).
 --calibration-images adds the int8 IR, quantized by NNCF on 30 images of each class of a labelled
@@ -28,9 +32,10 @@ from pathlib import Path
 from bentoml.exceptions import BentoMLException
 
 from model_store import DEFAULT_MODEL_NAME, ModelSpec, decode_image, preprocess_batch
-from model_store.backends import torch_classifier
-from model_store.checkpoint import build_network, read_checkpoint
+from model_store.checkpoint import Checkpoint, stored_weights
+from model_store.conversion import ir_classifier
 from model_store.evaluation import labelled_images, measure, verdict
+from model_store.extras import has_torch, needs_torch
 from model_store.registry import embedded_default, register
 
 CALIBRATION_PER_CLASS = 30  # 300 CIFAR-10 images: NNCF's default calibration size
@@ -70,20 +75,16 @@ def main(argv: list[str] | None = None) -> int:
             "save_model: error: --calibration-images needs NNCF: pip install 'pyramidnet-bento[int8]'", file=sys.stderr
         )
         return 1
+    if args.checkpoint is not None and not has_torch():
+        print(f"save_model: error: {needs_torch('reading a .pth checkpoint')}", file=sys.stderr)
+        return 1
     try:
-        checkpoint = embedded_default() if args.checkpoint is None else read_checkpoint(args.checkpoint)
+        checkpoint = embedded_default() if args.checkpoint is None else _read_pth(args.checkpoint)
         measured = None
         if args.eval_images is not None:
             spec = ModelSpec()
-            classifier = torch_classifier(
-                build_network(spec, checkpoint.state_dict),
-                spec,
-                tag=checkpoint.source,
-                metadata={},
-                device="cpu",
-                backend="eager",
-            )
-            measured = measure(classifier, args.eval_images)
+            weights = stored_weights(spec, checkpoint.state_dict)
+            measured = measure(ir_classifier(spec, weights, tag=checkpoint.source), args.eval_images)
         calibration = None
         if args.calibration_images is not None:
             paths, _ = labelled_images(
@@ -118,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     if warning:
         print(f"  WARNING     {warning}")
     return 0
+
+
+def _read_pth(path: Path) -> Checkpoint:
+    from model_store.pth import read_checkpoint  # lazy: torch, which only reading a .pth needs
+
+    return read_checkpoint(path)
 
 
 if __name__ == "__main__":

@@ -32,15 +32,21 @@ from typing import Any
 import numpy as np
 import openvino
 from save_model import CALIBRATION_PER_CLASS
-from train import read_split, split_holdout
 
 from model_store import Classifier, ModelSpec
-from model_store.backends import torch_classifier
-from model_store.checkpoint import CheckpointError, as_arrays, build_network, read_checkpoint
+from model_store.checkpoint import CheckpointError
 from model_store.conversion import build_ir, quantize_ir, save_ir
+from model_store.extras import torch_required
 from model_store.imaging import normalize
 from model_store.openvino_ir import Int8Accuracy, Runtime, compile_ir
 from model_store.registry import SHIPPED_WEIGHTS, embedded_default, ship_weights
+
+with torch_required("scripts/ship_weights.py"):
+    from train import read_split, split_holdout
+
+    from model_store.architecture import build_network
+    from model_store.backends import torch_classifier
+    from model_store.pth import read_checkpoint
 
 BATCH = 250
 
@@ -69,7 +75,7 @@ def ship_int8(weights: Path, data: Path, split: dict[str, Any]) -> tuple[Path, I
     )
     held, held_labels = normalize(images[holdout], spec), labels[holdout]
     with tempfile.TemporaryDirectory() as scratch:
-        fp32 = save_ir(build_ir(spec, as_arrays(build_network(spec, checkpoint.state_dict))), Path(scratch))
+        fp32 = save_ir(build_ir(spec, checkpoint.state_dict), Path(scratch))
         int8 = quantize_ir(fp32, normalize(images[calibration], spec), "training images outside the hold-out")
         int8_right = _predict(compile_ir(int8, "int8"), held) == held_labels
         fp32_right = _predict(compile_ir(fp32, "fp32"), held) == held_labels

@@ -47,16 +47,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
-from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from model_store import CIFAR10_CLASSES, ModelSpec
-from model_store.architecture import ResidualBlock, from_spec
+from model_store.extras import torch_required
 from model_store.openvino_ir import native_bf16
+
+with torch_required("scripts/train.py"):
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from model_store.architecture import ResidualBlock, from_spec
 
 log = logging.getLogger("train")
 

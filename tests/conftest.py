@@ -26,6 +26,7 @@ from model_store import Classifier, load_classifier
 from model_store.openvino_ir import ir_path
 from model_store.registry import embedded_default, register
 
+from .checkpoints import shipped_as_pth
 from .servers import REPO, Server, start_server, stop_server
 
 TIERS = ("unit", "integration", "e2e")
@@ -106,10 +107,9 @@ def training_jpegs(cifar10_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 def int8_model(tmp_path_factory: pytest.TempPathFactory, training_jpegs: Path) -> bentoml.Model:
     """The shipped weights registered as a user's checkpoint with `save_model.py --calibration-images`: NNCF's
     post-training int8, calibrated at registration (the embedded default ships its own int8 model)."""
-    import torch  # lazy: only the tests that register a .pth need it
-
-    checkpoint = tmp_path_factory.mktemp("user-checkpoint") / "best_pyramidnet_model.pth"
-    torch.save({"model_state_dict": embedded_default().state_dict, "epoch": 120, "best_val_acc": 92.9}, checkpoint)
+    checkpoint = shipped_as_pth(
+        tmp_path_factory.mktemp("user-checkpoint") / "best_pyramidnet_model.pth", epoch=120, best_val_acc=92.9
+    )
     done = subprocess.run(
         [
             sys.executable,

@@ -1,9 +1,9 @@
 """PyramidNet on CIFAR-10: the serving library.
 
-Importing the package (and everything the CPU serving path uses) never imports torch. The torch
-side lives in its own modules: architecture, checkpoint, conversion (to OpenVINO's IR), registry
-(registration) and backends (the torch backends, for a GPU or by choice). The layers, and the
-contracts that keep them, are in docs/architecture.md.
+Importing the package, and everything the CPU path uses (serving, and registering the embedded
+default), never imports torch. The torch side lives in its own modules: architecture (the network
+in torch), pth (reading .pth checkpoints) and backends (the torch backends, for a GPU or by
+choice). The layers, and the contracts that keep them, are in docs/architecture.md.
 """
 
 from __future__ import annotations

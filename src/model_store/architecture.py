@@ -1,12 +1,18 @@
-"""PyramidNet for 32x32 inputs, parameter-compatible with the seed's training code."""
+"""PyramidNet for 32x32 inputs, parameter-compatible with the seed's training code: the torch network,
+for training, the torch backends and the parity tests. Serving on the CPU runs the same network as
+OpenVINO's IR, built from the weights without torch (conversion.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spec import ModelSpec
+from .checkpoint import check_compatible
+from .spec import STEM_WIDTH, ModelSpec, pyramid
 
 
 class IdentityPadding(nn.Module):
@@ -58,21 +64,13 @@ class PyramidNet(nn.Module):
         self.alpha = alpha
         self.num_classes = num_classes
 
-        add_rate = alpha / (3 * num_layers)
-        width = 16.0
-        self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        stages = []
-        for first_stride in (1, 2, 2):
-            blocks = []
-            for i in range(num_layers):
-                new_width = width + add_rate
-                stride = first_stride if i == 0 else 1
-                blocks.append(ResidualBlock(round(width), round(new_width), stride))
-                width = new_width
-            stages.append(nn.Sequential(*blocks))
-        self.layer1, self.layer2, self.layer3 = stages
-        self.out_channels = round(width)
+        self.conv1 = nn.Conv2d(3, STEM_WIDTH, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(STEM_WIDTH)
+        widths = pyramid(num_layers, alpha)
+        self.layer1, self.layer2, self.layer3 = (
+            nn.Sequential(*(ResidualBlock(*block) for block in stage)) for stage in widths
+        )
+        self.out_channels = widths[-1][-1][1]
         self.bn_out = nn.BatchNorm2d(self.out_channels)
         self.relu_out = nn.ReLU(inplace=True)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -105,3 +103,21 @@ def pyramidnet(*, num_layers: int = 18, alpha: float = 48, num_classes: int = 10
 def from_spec(spec: ModelSpec) -> PyramidNet:
     """A freshly initialised network of the shape a stored model's spec describes."""
     return pyramidnet(num_layers=spec.num_layers, alpha=spec.alpha, num_classes=spec.num_classes)
+
+
+def build_network(spec: ModelSpec, weights: Mapping[str, np.ndarray]) -> PyramidNet:
+    """The network `spec` describes, with `weights` (a state dict as arrays) loaded strictly; CheckpointError
+    lists any misfit."""
+    check_compatible(spec, weights)
+    module = from_spec(spec)
+    module.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in weights.items()}, strict=True)
+    return module
+
+
+def as_arrays(module: nn.Module) -> dict[str, np.ndarray]:
+    """A network's state dict as arrays on the CPU: float32 (conversion.build_ir's input), and the batch
+    norms' step counts as they are."""
+    return {
+        k: v.detach().cpu().float().numpy() if v.is_floating_point() else v.detach().cpu().numpy()
+        for k, v in module.state_dict().items()
+    }

@@ -20,19 +20,27 @@ import contextlib
 import logging
 from typing import Any
 
+import bentoml
 import numpy as np
+import safetensors.numpy
 import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
-from .checkpoint import as_arrays
+from .architecture import as_arrays, build_network
 from .conversion import build_ir
 from .inference import Classifier, choose
 from .openvino_ir import Runtime, compile_ir
 from .options import Backend, Precision
 from .spec import ModelSpec
+from .store import WEIGHTS_FILE, read_spec
 
 log = logging.getLogger(__name__)
+
+
+def load_network(model: bentoml.Model) -> nn.Module:
+    """A stored model's network on the CPU, in eval mode."""
+    return build_network(read_spec(model), safetensors.numpy.load_file(model.path_of(WEIGHTS_FILE))).eval()
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -1,30 +1,23 @@
-"""Reading training checkpoints safely: both seed formats, never arbitrary unpickling."""
+"""What a checkpoint is once read: its weights as arrays, where it came from, and whether it fits the
+architecture. Imports no torch: the embedded default is registered from here without it (pth.py
+reads PyTorch's files, with torch)."""
 
 from __future__ import annotations
 
-import hashlib
-import io
-import pickle
-import pickletools
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
-from torch._weights_only_unpickler import _get_allowed_globals
-from torch.serialization import get_safe_globals
 
-from .architecture import from_spec
-from .spec import ModelSpec
+from .spec import BN_BUFFERS, ModelSpec
+
+Weights = Mapping[str, np.ndarray]
+"""A state dict as arrays, under architecture.py's parameter and buffer names."""
 
 # Prefixes that wrappers add to every key: DataParallel/DistributedDataParallel, torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-_ZIP_MAGIC = b"PK\x03\x04"
-_PICKLE_PROTO = 0x80
 _MAX_LISTED = 6
 
 
@@ -32,13 +25,9 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message says why in one screen."""
 
 
-class UnsafeCheckpointError(CheckpointError):
-    """A checkpoint that could only be read by running code from the file."""
-
-
 @dataclass(frozen=True)
 class Checkpoint:
-    state_dict: dict[str, torch.Tensor]
+    state_dict: dict[str, np.ndarray]
     sha256: str
     source: str
     epoch: int | None = None
@@ -49,39 +38,7 @@ class Checkpoint:
     int8_ir: Path | None = None
 
 
-def read_checkpoint(path: str | Path) -> Checkpoint:
-    """Load a raw state_dict or a `{"model_state_dict": ..., "epoch": ..., "best_val_acc": ...}` dict."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
-    return parse_checkpoint(data, source=str(path))
-
-
-def parse_checkpoint(data: bytes, *, source: str = "<bytes>") -> Checkpoint:
-    """The same as `read_checkpoint`, for bytes already in memory."""
-    obj = _safe_load(data, source)
-    metadata: Mapping[str, Any] = {}
-    if isinstance(obj, Mapping) and "model_state_dict" in obj:
-        metadata, obj = obj, obj["model_state_dict"]
-    if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointError(
-            f"{source} holds neither a state_dict nor a dict with 'model_state_dict' (found {type(obj).__name__})"
-        )
-    non_tensors = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if non_tensors:
-        raise CheckpointError(f"{source}: state_dict entries that are not tensors: {_listing(non_tensors)}")
-    return Checkpoint(
-        state_dict=strip_wrapper_prefixes(dict(obj)),
-        sha256=hashlib.sha256(data).hexdigest(),
-        source=source,
-        epoch=_optional_number(metadata.get("epoch"), int),
-        best_val_acc=_optional_number(metadata.get("best_val_acc"), float),
-    )
-
-
-def strip_wrapper_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def strip_wrapper_prefixes(state_dict: dict[str, Any]) -> dict[str, Any]:
     """Drop a `module.` (DataParallel) or `_orig_mod.` (torch.compile) prefix shared by every key."""
     for prefix in _WRAPPER_PREFIXES:
         if state_dict and all(k.startswith(prefix) for k in state_dict):
@@ -89,18 +46,18 @@ def strip_wrapper_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, tor
     return state_dict
 
 
-def check_compatible(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+def check_compatible(spec: ModelSpec, state_dict: Weights) -> None:
     """Raise CheckpointError listing missing, unexpected and shape-mismatched keys, if any."""
-    expected = model.state_dict()
+    expected = spec.state_shapes()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     mismatched = [
-        f"{k} {tuple(state_dict[k].shape)} != {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state_dict and state_dict[k].shape != v.shape
+        f"{k} {tuple(np.shape(state_dict[k]))} != {shape}"
+        for k, shape in expected.items()
+        if k in state_dict and tuple(np.shape(state_dict[k])) != shape
     ]
     problems = [
-        f"{label} ({len(keys)}): {_listing(keys)}"
+        f"{label} ({len(keys)}): {listing(keys)}"
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
         if keys
     ]
@@ -108,97 +65,21 @@ def check_compatible(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
         raise CheckpointError("state_dict does not fit the architecture; " + "; ".join(problems))
 
 
-def build_network(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> nn.Module:
-    """The network `spec` describes, with `state_dict` loaded strictly (CheckpointError lists any misfit)."""
-    module = from_spec(spec)
-    check_compatible(module, state_dict)
-    module.load_state_dict(state_dict, strict=True)
-    return module
-
-
-def as_arrays(module: nn.Module) -> dict[str, np.ndarray]:
-    """A network's state dict as float32 numpy arrays on the CPU (conversion.build_ir's input)."""
-    return {k: v.detach().cpu().float().numpy() for k, v in module.state_dict().items() if v.is_floating_point()}
-
-
-def _safe_load(data: bytes, source: str) -> Any:
-    if not data:
-        raise CheckpointError(f"{source} is empty")
-    if not (data.startswith(_ZIP_MAGIC) or data[0] == _PICKLE_PROTO):
-        raise CheckpointError(f"{source} is not a PyTorch checkpoint (unrecognised header {data[:8]!r})")
-    if data[0] == _PICKLE_PROTO and (unsafe := _disallowed_globals(data)):
-        # torch's own refusal of a raw pickle at protocol 4 or 5 stops at an opcode it does not
-        # support ("Unsupported operand 149") before it reaches, and names, the global.
-        raise _unsafe(source, f"it imports {_listing(unsafe)}")
-    try:
-        with warnings.catch_warnings():  # torch warns about protocols > 2 before refusing or reading them
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        # weights_only refuses any global outside torch's allow-list; name it and stop.
-        # Retrying with weights_only=False would run whatever the file asks for.
-        cause = str(e.__context__ or e)
-        if "GLOBAL" in cause:
-            raise _unsafe(source, cause.strip()) from None
-        raise CheckpointError(f"{source} is not a readable PyTorch checkpoint ({cause.strip()})") from None
-    except (RuntimeError, EOFError, KeyError, ValueError, IndexError, OSError) as e:
-        raise CheckpointError(f"{source} is truncated or corrupt ({type(e).__name__}: {_first_line(e)})") from None
-
-
-def _unsafe(source: str, why: str) -> UnsafeCheckpointError:
-    return UnsafeCheckpointError(
-        f"{source} refused: loading it would need arbitrary unpickling ({why}). "
-        "Re-save it from a trusted environment as plain tensors: "
-        "torch.save({'model_state_dict': model.state_dict(), 'epoch': ..., 'best_val_acc': ...}, path)"
-    )
-
-
-def _disallowed_globals(data: bytes) -> list[str]:
-    """The globals a raw pickle imports that torch's weights_only loader does not allow, read from
-    its opcodes (nothing is executed). STACK_GLOBAL (protocol 4+) takes the two strings pushed last,
-    directly or from the memo."""
-    allowed = {
-        *_get_allowed_globals(),
-        *(f"{g.__module__}.{g.__qualname__}" for g in get_safe_globals() if not isinstance(g, tuple)),
+def stored_weights(spec: ModelSpec, state_dict: Weights) -> dict[str, np.ndarray]:
+    """A fitting state dict as the store keeps it, whatever precision it was saved in: float32 weights and
+    statistics, int64 step counts (what a torch network's state dict holds after loading it)."""
+    check_compatible(spec, state_dict)
+    return {  # np.array, not np.ascontiguousarray: that one makes a step count's 0-d array 1-d
+        k: np.array(state_dict[k], dtype=np.int64 if k.endswith("num_batches_tracked") else np.float32, order="C")
+        for k in spec.state_shapes()
     }
-    found: list[str] = []
-    strings: list[str] = []
-    memo: dict[int, str | None] = {}
-    top: str | None = None  # the string on top of the stack, when the last push was one
-    try:
-        for op, arg, _ in pickletools.genops(data):
-            if isinstance(arg, str) and op.name.endswith(("UNICODE", "UNICODE8", "STRING")):
-                top = arg
-                strings.append(arg)
-            elif op.name == "MEMOIZE":
-                memo[len(memo)] = top
-            elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[arg] = top
-            elif op.name in ("GET", "BINGET", "LONG_BINGET"):
-                top = memo.get(arg)
-                if top is not None:
-                    strings.append(top)
-            else:
-                if op.name in ("GLOBAL", "INST"):
-                    found.append(arg.replace(" ", "."))
-                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    found.append(f"{strings[-2]}.{strings[-1]}")
-                top = None
-    except ValueError:
-        pass  # malformed: torch.load says so below
-    return sorted({g for g in found if g not in allowed})
 
 
-def _optional_number(value: Any, kind: type[int] | type[float]) -> Any:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    return kind(value) if isinstance(value, int | float) else None
+def parameter_count(state_dict: Weights) -> int:
+    """The trainable parameters: everything but the batch norms' running statistics and step counts."""
+    return sum(int(np.size(v)) for k, v in state_dict.items() if not k.endswith(BN_BUFFERS))
 
 
-def _listing(keys: list[str]) -> str:
+def listing(keys: list[str]) -> str:
     shown = ", ".join(keys[:_MAX_LISTED])
     return shown + (f", ... and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else "")
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).splitlines() or [""])[0][:200]

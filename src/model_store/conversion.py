@@ -3,7 +3,7 @@
 The graph is architecture.py's forward pass written op for op (tests/unit/test_conversion.py holds
 the two to 1e-5 on the pixel-exact test images). Building it reads the weights and nothing else,
 so it needs no torch and is far faster than tracing the module and converting the trace
-(docs/performance.md#registration-building-the-ir).
+(docs/performance.md#registration-building-the-ir). `ir_classifier` runs weights not yet stored.
 
 Registration stores the result (registry.py); a model stored before registration kept it gets it
 on its first load (`store_ir`, from loading.py); a network in memory asked to run through OpenVINO
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 
 import bentoml
@@ -23,15 +22,13 @@ import openvino
 import openvino.opset13 as ops
 import safetensors.numpy
 
-from .openvino_ir import IR_DIR, IR_FILES
-from .spec import ModelSpec
+from .checkpoint import Weights
+from .inference import Classifier
+from .openvino_ir import IR_DIR, IR_FILES, compile_ir
+from .spec import STAGES, ModelSpec
 from .store import WEIGHTS_FILE, read_spec
 
-Weights = Mapping[str, np.ndarray]
-"""A state dict as numpy arrays: architecture.py's parameter and buffer names."""
-
 BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default, which the network is trained with
-STAGES = ("layer1", "layer2", "layer3")
 
 
 def build_ir(spec: ModelSpec, weights: Weights) -> openvino.Model:
@@ -50,6 +47,20 @@ def build_ir(spec: ModelSpec, weights: Weights) -> openvino.Model:
         _const(weights["fc_out.bias"]),
     )
     return openvino.Model([ops.result(logits, name="logits")], [images], "pyramidnet")
+
+
+def ir_classifier(spec: ModelSpec, weights: Weights, *, tag: str) -> Classifier:
+    """Weights not yet stored, run as the CPU serves them (OpenVINO, fp32): to measure a checkpoint
+    before it is registered (save_model.py --eval-images)."""
+    return Classifier(
+        compile_ir(build_ir(spec, weights), "fp32"),
+        spec,
+        tag=tag,
+        metadata={},
+        device="cpu",
+        backend="openvino",
+        precision="fp32",
+    )
 
 
 def save_ir(graph: openvino.Model, folder: Path) -> Path:

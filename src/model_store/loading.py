@@ -10,13 +10,13 @@ bento leave torch out.
 from __future__ import annotations
 
 import glob
-import importlib.util
 import logging
 import os
 
 import bentoml
 
 from .conversion import store_ir
+from .extras import has_torch, needs_torch
 from .inference import Classifier, choose
 from .openvino_ir import compile_ir, int8_accuracy, ir_path
 from .store import get_model, read_spec
@@ -27,12 +27,16 @@ log = logging.getLogger(__name__)
 def device_type(device: str = "auto") -> str:
     """`cpu` or `cuda` for a device name; `auto` is CUDA when torch is installed and sees a GPU.
 
-    Torch is asked only where a GPU could be: it is installed (the CPU bento has none) and an
-    NVIDIA device node exists (/dev/dxg on WSL2); importing it costs a CPU node seconds of start-up.
+    Torch is asked only where a GPU could be: an NVIDIA device node exists (/dev/dxg on WSL2) and
+    torch is installed (`make serve` leaves it out where nvidia-smi finds no GPU, and the CPU bento
+    has none); importing it costs a CPU node seconds of start-up.
     """
     if device != "auto":
         return device.split(":")[0]
-    if importlib.util.find_spec("torch") is None or not (glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/dxg")):
+    if not (glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/dxg")):
+        return "cpu"
+    if not has_torch():
+        log.warning("%s; serving on the CPU meanwhile", needs_torch("this machine's NVIDIA GPU"))
         return "cpu"
     import torch  # lazy: only where a GPU could be
 
@@ -51,9 +55,10 @@ def load_classifier(
     log.info("%s runs %s on %s: %s", model.tag, precision, kind, reason)
     metadata = dict(model.info.metadata)
     if backend != "openvino":
+        if not has_torch():
+            raise RuntimeError(needs_torch(f"the {backend} backend on {kind}"))
         # lazy: the torch side, only for a GPU or a torch backend asked for by name
-        from .backends import torch_classifier
-        from .registry import load_network
+        from .backends import load_network, torch_classifier
 
         return torch_classifier(
             load_network(model),

@@ -1,6 +1,7 @@
 """The BentoML model store, write side: register a checkpoint pickle-free, with the OpenVINO IR
-the CPU serves (fp32, and int8 when calibration images are given). Reading is store.py, loading
-for inference loading.py."""
+the CPU serves (fp32, and int8 when calibration images are given). Imports no torch: the embedded
+default registers on an install without it, and a .pth reaches here already read (pth.py). Reading
+is store.py, loading for inference loading.py."""
 
 from __future__ import annotations
 
@@ -18,16 +19,16 @@ from typing import Any
 import bentoml
 import numpy as np
 import openvino
-import safetensors.torch
-import torch
+import safetensors
+import safetensors.numpy
 from PIL import Image
 
-from .checkpoint import Checkpoint, as_arrays, build_network
+from .checkpoint import Checkpoint, parameter_count, stored_weights
 from .conversion import build_ir, quantize_ir, save_ir, store_ir
 from .imaging import preprocess
 from .openvino_ir import IR_FILES, ir_path
 from .spec import DEFAULT_MODEL_NAME, ModelSpec
-from .store import SPEC_FILE, WEIGHTS_FILE, read_spec
+from .store import SPEC_FILE, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +60,8 @@ def ship_weights(checkpoint: Checkpoint, path: Path = SHIPPED_WEIGHTS, **facts: 
     if checkpoint.best_val_acc is not None:
         header["best_val_acc"] = str(checkpoint.best_val_acc)
     header["source_sha256"] = checkpoint.sha256
-    tensors = {
-        k: v.detach().float().contiguous() if v.is_floating_point() else v.contiguous()
-        for k, v in checkpoint.state_dict.items()
-    }
     path.parent.mkdir(parents=True, exist_ok=True)
-    safetensors.torch.save_file(tensors, path, metadata=header)
+    safetensors.numpy.save_file(stored_weights(ModelSpec(), checkpoint.state_dict), path, metadata=header)
     return path
 
 
@@ -76,7 +73,7 @@ def int8_belongs_to(xml: Path, checkpoint: Checkpoint) -> bool:
 
 
 def _shipped(path: Path) -> Checkpoint:
-    with safetensors.safe_open(path, framework="pt") as f:
+    with safetensors.safe_open(path, framework="numpy") as f:
         facts: dict[str, Any] = dict(f.metadata() or {})
         state_dict = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     epoch, accuracy = facts.pop("epoch", None), facts.pop("best_val_acc", None)
@@ -133,16 +130,17 @@ def register(
                 )
         return existing
     spec = spec or ModelSpec()
-    module = build_network(spec, checkpoint.state_dict).eval()
-    _smoke_test(module, spec)
+    weights = stored_weights(spec, checkpoint.state_dict)  # CheckpointError if they do not fit
+    graph = build_ir(spec, weights)
+    _smoke_test(graph, spec)
 
     metadata: dict[str, Any] = {
         **checkpoint.metadata,
         **(measured or {}),
         "source": checkpoint.source,
         "source_sha256": checkpoint.sha256,
-        "parameters": sum(p.numel() for p in module.parameters()),
-        "torch_version": str(torch.__version__),
+        "parameters": parameter_count(weights),
+        "openvino_version": openvino.__version__,
         "bentoml_version": str(bentoml.__version__),
         "registered_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -151,12 +149,13 @@ def register(
     if checkpoint.best_val_acc is not None:
         metadata["best_val_acc"] = checkpoint.best_val_acc
 
-    state_dict = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
     with bentoml.models.create(tag, labels=labels or {}, metadata=metadata) as model:
-        safetensors.torch.save_file(state_dict, model.path_of(WEIGHTS_FILE), metadata={"format": "pt"})
+        # "format": "pt" as before the store was written without torch: the same bytes, and any
+        # safetensors reader loads it as torch tensors.
+        safetensors.numpy.save_file(weights, model.path_of(WEIGHTS_FILE), metadata={"format": "pt"})
         with open(model.path_of(SPEC_FILE), "w") as f:
             f.write(spec.model_dump_json(indent=2))
-        xml = save_ir(build_ir(spec, as_arrays(module)), Path(model.path))
+        xml = save_ir(graph, Path(model.path))
         if checkpoint.int8_ir is not None:
             _copy_ir(checkpoint.int8_ir, ir_path(model.path, "int8"))
         elif calibration is not None:
@@ -185,22 +184,16 @@ def _copy_ir(xml: Path, out: Path) -> None:
     shutil.copyfile(xml, out)
 
 
-def load_network(model: bentoml.Model) -> torch.nn.Module:
-    """A stored model's network on the CPU, in eval mode."""
-    return build_network(
-        read_spec(model), safetensors.torch.load_file(model.path_of(WEIGHTS_FILE), device="cpu")
-    ).eval()
-
-
-def _smoke_test(module: torch.nn.Module, spec: ModelSpec) -> None:
-    """One forward pass on an image through the real preprocessing: finite probabilities or refuse."""
+def _smoke_test(graph: openvino.Model, spec: ModelSpec) -> None:
+    """One forward pass on an image through the real preprocessing, as the CPU serves it (OpenVINO,
+    fp32): finite logits or refuse."""
     side = spec.input_size
     ramp = np.linspace(0, 255, side, dtype=np.float32)
     pixels = np.stack([np.add.outer(ramp, ramp) / 2, np.add.outer(ramp, ramp[::-1]) / 2, np.tile(ramp, (side, 1))], -1)
     sample = preprocess(Image.fromarray(pixels.astype(np.uint8), "RGB"), spec)
-    with torch.inference_mode():
-        logits = module(torch.from_numpy(sample)[None])
-    if logits.shape != (1, spec.num_classes) or not torch.isfinite(logits).all():
+    compiled = openvino.Core().compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    logits = compiled(sample[None])[0]
+    if logits.shape != (1, spec.num_classes) or not np.isfinite(logits).all():
         fault = "non-finite" if logits.shape == (1, spec.num_classes) else "wrong-shaped"
         raise RegistrationError(
             f"forward pass on a sample image gave {fault} output {tuple(logits.shape)}; refusing to register"

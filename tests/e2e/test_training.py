@@ -12,8 +12,8 @@ import torch
 from evaluate import CARD_BEGIN, CARD_END
 
 from model_store import CIFAR10_CLASSES
-from model_store.checkpoint import read_checkpoint
 from model_store.openvino_ir import Int8Accuracy, native_bf16
+from model_store.pth import read_checkpoint
 from model_store.registry import embedded_default, int8_belongs_to, register
 
 from ..scripts import script

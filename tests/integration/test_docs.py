@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from model_store.registry import embedded_default
+from ..checkpoints import shipped_as_pth
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", REPO / "docs" / "api.md"]
@@ -33,10 +32,7 @@ def workdir(tmp_path, sample_jpegs) -> Path:
     for src in sample_jpegs[:20]:
         (images / src.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(src, images / src.parent.name / src.name)
-    torch.save(
-        {"model_state_dict": embedded_default().state_dict, "epoch": 187, "best_val_acc": 94.12},
-        tmp_path / "best_pyramidnet_model.pth",
-    )
+    shipped_as_pth(tmp_path / "best_pyramidnet_model.pth", epoch=187, best_val_acc=94.12)
     return tmp_path
 
 

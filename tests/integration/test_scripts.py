@@ -14,7 +14,9 @@ import torch
 from model_store import ModelSpec
 from model_store.architecture import from_spec
 from model_store.evaluation import verdict
-from model_store.registry import SHIPPED_WEIGHTS, embedded_default
+from model_store.registry import SHIPPED_WEIGHTS
+
+from ..checkpoints import shipped_as_pth
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,7 +42,7 @@ def run_save_model(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_save_model_script_registers_a_checkpoint(tmp_path):
     path = tmp_path / "best_pyramidnet_model.pth"
-    torch.save({"model_state_dict": embedded_default().state_dict, "epoch": 9, "best_val_acc": 91.0}, path)
+    shipped_as_pth(path, epoch=9, best_val_acc=91.0)
     result = run_save_model("--checkpoint", str(path), "--name", "scripted", "--label", "owner=ml")
     assert result.returncode == 0, result.stderr
     tag = result.stdout.splitlines()[0]
@@ -121,12 +123,34 @@ def make(*args: str, **env: str) -> str:
     return result.stdout
 
 
-def test_make_serve_installs_only_what_serving_needs(tmp_path):
-    serve = [line for line in make("serve", f"VENV={tmp_path / 'venv'}").splitlines() if "pip install" in line]
-    test = [line for line in make("test", f"VENV={tmp_path / 'venv'}").splitlines() if "pip install" in line]
-    assert len(serve) == len(test) == 1
-    assert serve[0].endswith("pip install -e . -c constraints.txt")
-    assert test[0].endswith("pip install -e '.[dev]' -c constraints.txt")  # the versions the tests run with
+def nvidia_smi(folder: Path, listing: str, code: int) -> dict[str, str]:
+    """PATH with an `nvidia-smi` that lists `listing` and exits with `code`, as the real one does."""
+    folder.mkdir()
+    (folder / "nvidia-smi").write_text(f"#!/bin/sh\necho '{listing}'\nexit {code}\n")
+    (folder / "nvidia-smi").chmod(0o755)
+    return {"PATH": f"{folder}:{os.environ['PATH']}"}
+
+
+@pytest.mark.parametrize(
+    ("listing", "code", "installed"),
+    [
+        (None, 0, "'.'"),  # no nvidia-smi at all
+        ("No devices were found", 6, "'.'"),  # the driver's tools, no GPU
+        ("GPU 0: NVIDIA L4 (UUID: GPU-5f1c)", 0, "'.[torch]'"),
+    ],
+    ids=["no-driver", "no-gpu", "gpu"],
+)
+def test_make_serve_installs_torch_only_where_a_gpu_needs_it(tmp_path, listing, code, installed):
+    env = {} if listing is None else nvidia_smi(tmp_path / "bin", listing, code)
+    if listing is None:  # a PATH on which no nvidia-smi can be found
+        env = {"PATH": ":".join(d for d in os.environ["PATH"].split(":") if not (Path(d) / "nvidia-smi").exists())}
+    venv = f"VENV={tmp_path / 'venv'}"
+    serve = [line for line in make("serve", venv, **env).splitlines() if "pip install" in line]
+    test = [line for line in make("test", venv, **env).splitlines() if "pip install" in line]
+    torch = [line for line in make("install-torch", venv, **env).splitlines() if "pip install" in line]
+    assert serve == [f"{tmp_path / 'venv'}/bin/pip install -e {installed} -c constraints.txt"]
+    assert torch[-1].endswith("pip install -e '.[torch]' -c constraints.txt")
+    assert test == [f"{tmp_path / 'venv'}/bin/pip install -e '.[dev]' -c constraints.txt"]  # the tests' versions
 
 
 def test_make_serve_has_one_model_knob():

@@ -20,7 +20,7 @@ def test_embedded_default_is_the_shipped_model_and_scores_what_its_header_says(e
     assert 6.5e6 < SHIPPED_WEIGHTS.stat().st_size < 7.5e6  # fp32, about 7 MB
     spec = ModelSpec()
     # fp32 through OpenVINO: the torch network's function (tests/unit/test_conversion.py), faster here.
-    run = compile_ir(build_ir(spec, {k: v.numpy() for k, v in checkpoint.state_dict.items()}), "fp32")
+    run = compile_ir(build_ir(spec, checkpoint.state_dict), "fp32")
     images, labels = exact_images
     batch = preprocess_batch([Image.fromarray(i) for i in images], spec)
     predicted = np.concatenate([run(batch[i : i + 256]).argmax(1) for i in range(0, len(batch), 256)])

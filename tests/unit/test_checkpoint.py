@@ -1,4 +1,5 @@
-"""Checkpoint reading: both seed formats, wrapper prefixes, and every way a file is refused."""
+"""Checkpoint reading (pth.py): both seed formats, wrapper prefixes, and every way a file is refused; and
+the torch-free check of a state dict against the spec (checkpoint.py), held to the torch network's."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import random
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from model_store.architecture import pyramidnet
-from model_store.checkpoint import CheckpointError, UnsafeCheckpointError, check_compatible, read_checkpoint
+from model_store.architecture import as_arrays, from_spec, pyramidnet
+from model_store.checkpoint import CheckpointError, check_compatible, parameter_count, stored_weights
+from model_store.pth import UnsafeCheckpointError, read_checkpoint
+from model_store.spec import ModelSpec
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +52,39 @@ def test_training_dict_with_epoch_accuracy_and_optimizer_state(tmp_path, state_d
     }
     ckpt = read_checkpoint(save(tmp_path / "best_pyramidnet_model.pth", payload))
     assert (ckpt.epoch, ckpt.best_val_acc) == (187, 94.12)
-    assert all(torch.equal(ckpt.state_dict[k], v) for k, v in state_dict.items())
+    assert all(np.array_equal(ckpt.state_dict[k], v.numpy()) for k, v in state_dict.items())
+
+
+def test_half_precision_weights_are_read_as_float32(tmp_path, state_dict):
+    halved = {k: v.bfloat16() if v.is_floating_point() else v for k, v in state_dict.items()}
+    ckpt = read_checkpoint(save(tmp_path / "bf16.pth", halved))
+    assert ckpt.state_dict["fc_out.weight"].dtype == np.float32
+    assert np.array_equal(ckpt.state_dict["fc_out.weight"], halved["fc_out.weight"].float().numpy())
+    assert ckpt.state_dict["bn1.num_batches_tracked"].dtype == np.int64
+
+
+def test_a_tensor_that_is_not_an_array_is_refused_with_its_reason(tmp_path, state_dict):
+    sparse = {**state_dict, "fc_out.bias": torch.zeros(10).to_sparse()}
+    with pytest.raises(CheckpointError, match="not plain numbers"):
+        read_checkpoint(save(tmp_path / "sparse.pth", sparse))
+
+
+@pytest.mark.parametrize(("num_layers", "alpha", "classes"), [(18, 48, 10), (1, 48, 10), (5, 270, 100), (3, 7.5, 2)])
+def test_the_spec_names_the_state_dict_of_the_torch_network(num_layers, alpha, classes):
+    """The torch-free shapes registration checks against are the network's own, at any depth and width."""
+    spec = ModelSpec(num_layers=num_layers, alpha=alpha, classes=tuple(f"c{i}" for i in range(classes)))
+    network = from_spec(spec)
+    assert spec.state_shapes() == {k: tuple(v.shape) for k, v in network.state_dict().items()}
+    assert parameter_count(stored_weights(spec, as_arrays(network))) == sum(p.numel() for p in network.parameters())
+
+
+def test_weights_are_stored_as_float32_and_step_counts_as_int64(state_dict):
+    mixed = {k: v.double().numpy() if v.is_floating_point() else v.int().numpy() for k, v in state_dict.items()}
+    stored = stored_weights(ModelSpec(), mixed)
+    assert list(stored) == list(ModelSpec().state_shapes())
+    assert {v.dtype for k, v in stored.items() if not k.endswith("num_batches_tracked")} == {np.dtype(np.float32)}
+    assert stored["bn1.num_batches_tracked"].dtype == np.int64
+    assert stored["bn1.num_batches_tracked"].shape == ()
 
 
 def test_legacy_serialization_format(tmp_path, state_dict):
@@ -63,7 +99,7 @@ def test_wrapper_prefix_is_stripped(tmp_path, state_dict, prefix):
     wrapped = {prefix + k: v for k, v in state_dict.items()}
     ckpt = read_checkpoint(save(tmp_path / "wrapped.pth", wrapped))
     assert ckpt.state_dict.keys() == state_dict.keys()
-    check_compatible(pyramidnet(), ckpt.state_dict)
+    check_compatible(ModelSpec(), ckpt.state_dict)
 
 
 def test_missing_unexpected_and_mismatched_keys_are_listed(state_dict):
@@ -72,7 +108,7 @@ def test_missing_unexpected_and_mismatched_keys_are_listed(state_dict):
     broken["projection.weight"] = torch.zeros(1)
     broken["fc_out.weight"] = torch.zeros(100, 64)
     with pytest.raises(CheckpointError) as err:
-        check_compatible(pyramidnet(), broken)
+        check_compatible(ModelSpec(), broken)
     message = str(err.value)
     assert "missing (1): fc_out.bias" in message
     assert "unexpected (1): projection.weight" in message
@@ -81,7 +117,7 @@ def test_missing_unexpected_and_mismatched_keys_are_listed(state_dict):
 
 def test_a_long_list_of_problems_stays_one_screen(state_dict):
     with pytest.raises(CheckpointError) as err:
-        check_compatible(pyramidnet(num_layers=17), state_dict)
+        check_compatible(ModelSpec(num_layers=17), state_dict)
     assert "... and" in str(err.value)
     assert len(str(err.value)) < 1500
 
@@ -164,7 +200,7 @@ def test_a_raw_pickle_of_allowed_types_is_not_called_unsafe(tmp_path):
 
 
 def test_bytes_in_memory_are_hashed_like_files(tmp_path, state_dict):
-    from model_store.checkpoint import parse_checkpoint
+    from model_store.pth import parse_checkpoint
 
     path = save(tmp_path / "a.pth", state_dict)
     buf = io.BytesIO(path.read_bytes())

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from model_store import ModelSpec
-from model_store.architecture import from_spec
-from model_store.checkpoint import as_arrays
+from model_store.architecture import as_arrays, build_network, from_spec
 from model_store.conversion import build_ir
 from model_store.imaging import normalize
 from model_store.inference import softmax
@@ -28,8 +27,7 @@ def torch_and_ir(spec: ModelSpec, module: torch.nn.Module, batch: np.ndarray) ->
 def test_the_shipped_network_as_a_graph_matches_torch_on_exact_test_images(exact_images):
     """64 of them here; all 1,017 through every backend in tests/integration/test_backends.py."""
     spec = ModelSpec()
-    module = from_spec(spec)
-    module.load_state_dict(embedded_default().state_dict)
+    module = build_network(spec, embedded_default().state_dict)
     expected, got = torch_and_ir(spec, module, normalize(exact_images[0][:64], spec))
     assert got.shape == (64, 10)
     assert np.abs(softmax(got) - softmax(expected)).max() < TOLERANCE

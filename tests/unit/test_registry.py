@@ -10,19 +10,24 @@ import bentoml
 import numpy as np
 import openvino
 import pytest
+import safetensors.torch
 import torch
 from PIL import Image
 
 from model_store import ModelSpec, load_classifier, read_spec
-from model_store.architecture import from_spec
-from model_store.checkpoint import Checkpoint, CheckpointError, as_arrays, build_network, read_checkpoint
+from model_store.architecture import as_arrays, build_network, from_spec
+from model_store.backends import load_network
+from model_store.checkpoint import Checkpoint, CheckpointError
 from model_store.conversion import build_ir, quantize_ir, save_ir
 from model_store.evaluation import verdict
 from model_store.imaging import preprocess_batch
 from model_store.inference import softmax
 from model_store.openvino_ir import Int8Accuracy, compile_ir, ir_path
-from model_store.registry import SHIPPED_WEIGHTS, RegistrationError, embedded_default, load_network, register
+from model_store.pth import read_checkpoint
+from model_store.registry import SHIPPED_WEIGHTS, RegistrationError, embedded_default, register
 from model_store.store import SPEC_FILE, WEIGHTS_FILE
+
+from ..checkpoints import shipped_as_pth
 
 
 def backed(metadata) -> bool | None:
@@ -87,7 +92,7 @@ def test_metadata_and_spec_are_stored_as_data(tmp_path):
     assert meta["source"] == f"embedded:{SHIPPED_WEIGHTS.name}"
     assert meta["source_sha256"] == checkpoint.sha256
     assert meta["parameters"] == 1_772_706
-    assert meta["torch_version"] == str(torch.__version__)
+    assert meta["openvino_version"] == openvino.__version__
     assert meta["bentoml_version"] == bentoml.__version__
     assert model.info.labels == {"stage": "test"}
     assert read_spec(model) == ModelSpec()
@@ -96,6 +101,15 @@ def test_metadata_and_spec_are_stored_as_data(tmp_path):
     assert {WEIGHTS_FILE, SPEC_FILE} <= files
     assert not any(f.endswith((".pt", ".pth", ".pkl")) for f in files)
     assert Path(model.path_of(WEIGHTS_FILE)).read_bytes()[8:9] == b"{"  # safetensors JSON header
+
+
+def test_the_stored_weights_are_the_bytes_the_torch_network_saves(tmp_path):
+    """Registration writes the weights without torch; a torch network's state dict, saved by safetensors'
+    torch side as registration once did, is the same file: models stored either way hold the same bytes."""
+    model = register(embedded_default(), name="same-bytes")
+    network = build_network(ModelSpec(), embedded_default().state_dict)
+    saved = safetensors.torch.save(network.state_dict(), metadata={"format": "pt"})
+    assert Path(model.path_of(WEIGHTS_FILE)).read_bytes() == saved
 
 
 def test_incompatible_checkpoint_leaves_nothing_in_the_store():
@@ -110,7 +124,7 @@ def test_incompatible_checkpoint_leaves_nothing_in_the_store():
 def test_non_finite_weights_fail_the_smoke_test_and_leave_nothing():
     before = stored_tags()
     bad = embedded_default()
-    bad.state_dict["fc_out.bias"] = torch.full((10,), float("nan"))
+    bad.state_dict["fc_out.bias"] = np.full(10, np.nan, dtype=np.float32)
     with pytest.raises(RegistrationError, match="non-finite"):
         register(bad, name="never-written")
     assert stored_tags() == before
@@ -170,7 +184,7 @@ def test_without_its_weights_the_default_refuses_plainly(tmp_path):
 
 def test_registering_the_same_weights_again_returns_the_stored_model(tmp_path):
     path = tmp_path / "best_pyramidnet_model.pth"
-    torch.save({"model_state_dict": embedded_default().state_dict, "epoch": 3}, path)
+    shipped_as_pth(path, epoch=3)
     first = register(read_checkpoint(path), name="twice")
     second = register(read_checkpoint(path), name="twice")
     assert first.tag == second.tag
@@ -181,7 +195,7 @@ def test_registering_the_same_weights_again_returns_the_stored_model(tmp_path):
 def int8_of(checkpoint: Checkpoint, spec: ModelSpec, folder: Path, accuracy: Int8Accuracy | None) -> Path:
     """An int8 IR of a checkpoint's weights as ship_weights.py makes one: NNCF's, with the weights' sha256 and
     (when given) the accuracy its maker measured recorded in it."""
-    xml = save_ir(build_ir(spec, as_arrays(build_network(spec, checkpoint.state_dict))), folder)
+    xml = save_ir(build_ir(spec, checkpoint.state_dict), folder)
     calibration = np.random.default_rng(0).standard_normal((20, 3, 32, 32)).astype(np.float32)
     graph = openvino.Core().read_model(quantize_ir(xml, calibration))
     graph.set_rt_info(checkpoint.sha256, ["pyramidnet", "weights_sha256"])
@@ -195,7 +209,7 @@ def int8_of(checkpoint: Checkpoint, spec: ModelSpec, folder: Path, accuracy: Int
 def test_a_checkpoint_that_comes_with_its_int8_model_is_stored_and_served_with_it(tmp_path):
     torch.manual_seed(5)
     spec = ModelSpec(num_layers=1)
-    state = {k: v.detach() for k, v in from_spec(spec).state_dict().items()}
+    state = as_arrays(from_spec(spec))
     plain = Checkpoint(state_dict=state, sha256="ab" * 32, source="test:plain")
     measured = Int8Accuracy(int8_top1=92.89, fp32_top1=92.9, images=10_000, on="held-out images", losses=2, gains=1)
     ir = int8_of(plain, spec, tmp_path / "made", measured)
@@ -222,7 +236,7 @@ def test_a_checkpoint_that_comes_with_its_int8_model_is_stored_and_served_with_i
 def test_an_int8_model_made_from_other_weights_is_refused_and_nothing_is_stored(tmp_path):
     torch.manual_seed(6)
     spec = ModelSpec(num_layers=1)
-    state = {k: v.detach() for k, v in from_spec(spec).state_dict().items()}
+    state = as_arrays(from_spec(spec))
     other = Checkpoint(state_dict=state, sha256="ef" * 32, source="test:other")
     ir = int8_of(other, spec, tmp_path, None)
     before = stored_tags()
@@ -234,7 +248,7 @@ def test_an_int8_model_made_from_other_weights_is_refused_and_nothing_is_stored(
 def test_a_stored_model_without_an_int8_model_gains_the_one_its_checkpoint_brings(tmp_path):
     torch.manual_seed(7)
     spec = ModelSpec(num_layers=1)
-    state = {k: v.detach() for k, v in from_spec(spec).state_dict().items()}
+    state = as_arrays(from_spec(spec))
     checkpoint = Checkpoint(state_dict=state, sha256="23" * 32, source="test:upgrade")
     model = register(checkpoint, name="upgrade", spec=spec)  # as stored before the package shipped an int8 model
     assert not ir_path(model.path, "int8").is_file()
