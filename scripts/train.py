@@ -25,11 +25,25 @@ optimizer, step, the epoch's order, RNG, the epoch's running sums), history.json
 epoch), and when the last epoch ends, model.pth ({"model_state_dict", "epoch", "best_val_acc"},
 the format scripts/save_model.py registers; best_val_acc is the hold-out top-1) and summary.json.
 A piece ends cleanly at `--time-limit-min`, on SIGTERM or on SIGINT, after the step in progress.
+
+A continuation starts from trained weights instead of a fresh network (docs/training.md#the-continuation):
+
+    python scripts/train.py --data ../shared/data/cifar10 --run runs/swa --init default --epochs 8 --cutout 16 \
+        --schedule constant --lr 0.015 --swa --teacher runs/teacher.npz
+
+--init takes the shipped weights (`default`), a .safetensors or a .pth. --schedule constant holds
+--lr throughout. --swa keeps an equal-weight average of the weights at every epoch's end (stochastic
+weight averaging), its batch-norm statistics recomputed on 10,000 training images before it is
+evaluated, so every epoch's end leaves an averaged model ready. --teacher distils from cached
+probabilities (scripts/teacher.py): --distill of the loss is the KL divergence to the teacher at
+temperature 1, the rest the label-smoothed cross-entropy. The run ships whichever of the final, EMA
+and averaged weights scores highest on the hold-out.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import logging
@@ -53,18 +67,21 @@ from tqdm import tqdm
 from model_store import CIFAR10_CLASSES, ModelSpec
 from model_store.extras import torch_required
 from model_store.openvino_ir import native_bf16
+from model_store.registry import embedded_default
 
 with torch_required("scripts/train.py"):
     import torch
     import torch.nn.functional as F
     from torch import nn
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
-    from model_store.architecture import ResidualBlock, from_spec
+    from model_store.architecture import ResidualBlock, build_network, from_spec
+    from model_store.pth import read_checkpoint
 
 log = logging.getLogger("train")
 
 EVAL_BATCH = 500
+BN_IMAGES = 10_000  # training images the averaged weights' batch-norm statistics are recomputed on
 
 
 @dataclass(frozen=True)
@@ -84,6 +101,11 @@ class Recipe:
     seed: int
     cutout: int = 0  # side of the Cutout square in pixels; 0: none. The shipped run used 16
     blocks_per_stage: int = 18  # PyramidNet-110; fewer make a smaller PyramidNet (depth 6 x blocks + 2)
+    init: str = ""  # sha256 of the weights a continuation starts from; "": a fresh network
+    schedule: str = "linear"  # linear: warm-up, then linear decay to zero; constant: lr throughout
+    swa: bool = False  # an equal-weight average of the weights at every epoch's end
+    teacher: str = ""  # sha256 of the cached teacher probabilities distilled from; "": none
+    distill: float = 0.0  # the KL term's share of the loss (temperature 1)
 
 
 def choose_precision(asked: str, resumed: str | None = None) -> str:
@@ -162,8 +184,11 @@ def cut_out(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Ten
     return x.masked_fill((rows[:, :, None] & cols[:, None, :])[:, None], 0.0)
 
 
-def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    """Linear warm-up to `peak` over `warmup` steps, then linear decay that reaches zero at `total`."""
+def lr_at(step: int, total: int, warmup: int, peak: float, schedule: str = "linear") -> float:
+    """Linear warm-up to `peak` over `warmup` steps, then linear decay that reaches zero at `total`;
+    `constant`: `peak` at every step."""
+    if schedule == "constant":
+        return peak
     if step < warmup:
         return peak * (step + 1) / warmup
     return peak * (total - step) / max(1, total - warmup)
@@ -176,6 +201,35 @@ def build_model(spec: ModelSpec) -> nn.Module:
         if isinstance(block, ResidualBlock):
             nn.init.zeros_(block.bn3.weight)
     return model
+
+
+def initial_weights(source: str) -> tuple[dict[str, np.ndarray], str]:
+    """The weights a continuation starts from, and their sha256: `default` (the shipped weights), a
+    .safetensors file written like them, or a .pth checkpoint."""
+    if source == "default":
+        checkpoint = embedded_default()
+    elif source.endswith(".safetensors"):
+        checkpoint = embedded_default(shipped=Path(source))
+    else:
+        checkpoint = read_checkpoint(source)
+    return checkpoint.state_dict, checkpoint.sha256
+
+
+def read_teacher(path: Path, n_images: int) -> tuple[torch.Tensor, str]:
+    """Cached teacher probabilities, (N, classes) float32 in read_split's order, and the file's sha256."""
+    data = path.read_bytes()
+    with np.load(io.BytesIO(data)) as cache:
+        probabilities = cache["probabilities"]
+    if len(probabilities) != n_images:
+        raise SystemExit(f"train: error: {path} holds {len(probabilities)} images' probabilities, not {n_images}")
+    return torch.from_numpy(probabilities.astype(np.float32)), hashlib.sha256(data).hexdigest()
+
+
+@torch.no_grad()
+def recompute_bn(model: nn.Module, images: torch.Tensor, spec: ModelSpec) -> None:
+    """Batch-norm statistics for averaged weights, from unaugmented training images in fp32: an average
+    of weights needs statistics of its own."""
+    update_bn((normalize(images[i : i + EVAL_BATCH], spec) for i in range(0, len(images), EVAL_BATCH)), model)
 
 
 def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
@@ -253,6 +307,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=18,
         help="residual blocks per stage: 18 is PyramidNet-110, what the service serves; fewer for a quick run",
     )
+    parser.add_argument(
+        "--init", help="continue from trained weights: default (the shipped ones), .safetensors or .pth"
+    )
+    parser.add_argument(
+        "--schedule",
+        choices=("linear", "constant"),
+        default="linear",
+        help="linear: warm-up then decay; constant: --lr",
+    )
+    parser.add_argument("--swa", action="store_true", help="average the weights at every epoch's end (SWA)")
+    parser.add_argument("--teacher", type=Path, help="distil from these cached probabilities (scripts/teacher.py)")
+    parser.add_argument("--distill", type=float, default=0.5, help="with --teacher: the KL term's share of the loss")
     parser.add_argument("--test-every", type=int, default=5, help="epochs between test-set evaluations")
     parser.add_argument("--resume", action="store_true", help="continue from RUN/state.pt")
     parser.add_argument("--time-limit-min", type=float, help="end this piece after the first step past it")
@@ -266,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and not state_path.exists():
         raise SystemExit(f"train: error: {state_path} does not exist: there is nothing to resume")
     state = torch.load(state_path, weights_only=True) if args.resume else None
+    init_weights, init_sha = initial_weights(args.init) if args.init else (None, "")
+    images, labels = read_split(args.data, "train", args.limit_per_class)
+    teacher, teacher_sha = read_teacher(args.teacher, len(labels)) if args.teacher else (None, "")
     recipe = Recipe(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -280,6 +349,11 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         cutout=args.cutout,
         blocks_per_stage=args.blocks_per_stage,
+        init=init_sha,
+        schedule=args.schedule,
+        swa=args.swa,
+        teacher=teacher_sha,
+        distill=args.distill if teacher is not None else 0.0,
     )
     native = native_bf16()
     log.info("precision: %s (native bf16: %s)", recipe.precision, "yes" if native else "no")
@@ -290,11 +364,12 @@ def main(argv: list[str] | None = None) -> int:
     spec = ModelSpec(num_layers=recipe.blocks_per_stage)
     torch.manual_seed(recipe.seed)
 
-    images, labels = read_split(args.data, "train", recipe.limit_per_class)
     train_idx, holdout_idx = split_holdout(labels, recipe.holdout_per_class, recipe.seed)
     x_all, y_all = to_nchw(images), torch.from_numpy(labels)
     x_train, y_train = x_all[train_idx], y_all[train_idx]
     x_hold, y_hold = x_all[holdout_idx], y_all[holdout_idx]
+    teacher_train = teacher[train_idx] if teacher is not None else None
+    bn_images = x_train[np.random.default_rng(recipe.seed).permutation(len(x_train))[:BN_IMAGES]]
     test_images, test_labels = read_split(args.data, "test", recipe.limit_per_class)
     x_test, y_test = to_nchw(test_images), torch.from_numpy(test_labels)
     log.info(
@@ -305,8 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         time.monotonic() - started,
     )
 
-    model = build_model(spec)
+    model = build_model(spec) if init_weights is None else build_network(spec, init_weights)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
+    swa = AveragedModel(model) if recipe.swa else None  # equal weights; its batch norms recomputed
     optimizer = build_optimizer(model, recipe)
     generator = torch.Generator().manual_seed(recipe.seed)
     amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if recipe.precision == "bf16" else nullcontext
@@ -323,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"train: error: {state_path} was trained with {state['recipe']}, not {asdict(recipe)}")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
+        if swa is not None:
+            swa.load_state_dict(state["swa"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         step, order, sums, clock, command = (
@@ -351,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
                 "command": command,
                 "model": model.state_dict(),
                 "ema": ema.state_dict(),
+                **({"swa": swa.state_dict()} if swa is not None else {}),
                 "optimizer": optimizer.state_dict(),
                 "generator": generator.get_state(),
                 "step": step,
@@ -384,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         tick = time.monotonic()
         for i in bar:
-            lr = lr_at(step, total_steps, warmup_steps, recipe.lr)
+            lr = lr_at(step, total_steps, warmup_steps, recipe.lr, recipe.schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             idx = order[i * recipe.batch_size : (i + 1) * recipe.batch_size]
@@ -394,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
             with amp():
                 logits = model(inputs)
             loss = F.cross_entropy(logits.float(), targets, label_smoothing=recipe.label_smoothing)
+            if teacher_train is not None:  # the teacher's probabilities of the unaugmented image
+                kl = F.kl_div(F.log_softmax(logits.float(), 1), teacher_train[idx], reduction="batchmean")
+                loss = (1 - recipe.distill) * loss + recipe.distill * kl
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -415,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
         bar.close()
 
         epoch += 1
+        if swa is not None:
+            swa.update_parameters(model)
+            recompute_bn(swa.module, bn_images, spec)
         record = {
             "epoch": epoch,
             "step": step,
@@ -425,22 +510,29 @@ def main(argv: list[str] | None = None) -> int:
             "holdout_top1": top1(model, x_hold, y_hold, spec, amp),
             "holdout_top1_ema": top1(ema.module, x_hold, y_hold, spec, amp),
         }
+        if swa is not None:
+            record["holdout_top1_swa"] = top1(swa.module, x_hold, y_hold, spec, amp)
         if epoch % args.test_every == 0 or epoch == recipe.epochs:
             record["test_top1"] = top1(model, x_test, y_test, spec, amp)
             record["test_top1_ema"] = top1(ema.module, x_test, y_test, spec, amp)
+            if swa is not None:
+                record["test_top1_swa"] = top1(swa.module, x_test, y_test, spec, amp)
         save_state()
         record.update(clock)
         with history_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         log.info(
-            "epoch %d/%d  loss %.4f  train %.2f %%  holdout %.2f %% (EMA %.2f %%)%s  %.1f img/s  lr %.4f",
+            "epoch %d/%d  loss %.4f  train %.2f %%  holdout %.2f %% (EMA %.2f %%%s)%s  %.1f img/s  lr %.4f",
             epoch,
             recipe.epochs,
             record["loss"],
             record["train_top1"],
             record["holdout_top1"],
             record["holdout_top1_ema"],
-            f"  test {record['test_top1']:.2f} % (EMA {record['test_top1_ema']:.2f} %)"
+            f", SWA {record['holdout_top1_swa']:.2f} %" if swa is not None else "",
+            f"  test {record['test_top1']:.2f} % (EMA {record['test_top1_ema']:.2f} %"
+            + (f", SWA {record['test_top1_swa']:.2f} %" if swa is not None else "")
+            + ")"
             if "test_top1" in record
             else "",
             record["images_per_s"],
@@ -450,31 +542,42 @@ def main(argv: list[str] | None = None) -> int:
             log.info("piece ended (%s) after epoch %d: continue with --resume", why, epoch)
             return 0
 
-    finish(args.run, recipe, model, ema, command, clock, len(x_train))
+    finish(
+        args.run, recipe, {"final": model, "ema": ema.module, "swa": swa and swa.module}, command, clock, len(x_train)
+    )
     return 0
 
 
 def finish(
-    run: Path, recipe: Recipe, model: nn.Module, ema: AveragedModel, command: str, clock: dict[str, float], n_train: int
+    run: Path,
+    recipe: Recipe,
+    weights: dict[str, nn.Module | None],
+    command: str,
+    clock: dict[str, float],
+    n_train: int,
 ) -> None:
-    """Write model.pth (raw or EMA, whichever the hold-out prefers) and summary.json."""
+    """Write model.pth (the final, EMA or averaged weights, whichever the hold-out prefers; the first
+    of them on a tie) and summary.json."""
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     last = history[-1]
-    use_ema = last["holdout_top1_ema"] > last["holdout_top1"]
-    chosen = ema.module if use_ema else model
-    holdout = last["holdout_top1_ema"] if use_ema else last["holdout_top1"]
+    suffix = {"final": "", "ema": "_ema", "swa": "_swa"}
+    candidates = [name for name, module in weights.items() if module is not None]
+    chosen_name = max(candidates, key=lambda name: last[f"holdout_top1{suffix[name]}"])  # the first of the best
+    chosen = weights[chosen_name]
+    holdout = last[f"holdout_top1{suffix[chosen_name]}"]
     state_dict = {k: v.detach().float().clone() for k, v in chosen.state_dict().items()}
     save_atomically(
         {"model_state_dict": state_dict, "epoch": recipe.epochs, "best_val_acc": holdout}, run / "model.pth"
     )
     summary = {
-        "weights": "ema" if use_ema else "final",
+        "weights": chosen_name,
         "epochs": recipe.epochs,
         "recipe": asdict(recipe),
         "holdout_top1": holdout,
-        "test_top1_as_trained": last["test_top1_ema" if use_ema else "test_top1"],
+        "test_top1_as_trained": last[f"test_top1{suffix[chosen_name]}"],
         "test_top1_raw": last["test_top1"],
         "test_top1_ema": last["test_top1_ema"],
+        **({"test_top1_swa": last["test_top1_swa"]} if "test_top1_swa" in last else {}),
         "train_images": n_train,
         "images_seen": n_train * recipe.epochs,
         **{k: round(v, 1) for k, v in clock.items()},

@@ -57,12 +57,36 @@ SMALL_RUN = [
 QUICK_RUN = [*SMALL_RUN, "--blocks-per-stage", "1"]
 
 
-def test_a_run_in_pieces_is_step_for_step_the_run_in_one(training_data, tmp_path):
-    whole = script("train.py", "--data", str(training_data), "--run", str(tmp_path / "whole"), *QUICK_RUN)
+@pytest.fixture(scope="module")
+def continuation(training_data, tmp_path_factory) -> list[str]:
+    """A continuation's options (a SWA and distillation recipe) from a finished quick run: its weights, and a
+    teacher cached from them."""
+    run = tmp_path_factory.mktemp("first") / "run"
+    first = script("train.py", "--data", str(training_data), "--run", str(run), *QUICK_RUN)
+    assert first.returncode == 0, first.stderr[-3000:]
+    teacher = run.parent / "teacher.npz"
+    cached = script(
+        "teacher.py",
+        *("--data", str(training_data), "--out", str(teacher), "--weights", str(run / "model.pth")),
+        *("--holdout-per-class", "1", "--limit-per-class", "3", "--blocks-per-stage", "1"),
+    )
+    assert cached.returncode == 0, cached.stderr[-3000:]
+    with np.load(teacher) as cache:
+        assert cache["probabilities"].shape == (30, 10)
+        assert np.allclose(cache["probabilities"].sum(1), 1, atol=1e-5)
+        assert f"hold-out top-1  {float(cache['holdout_top1']):.2f} % on 10 held-out" in cached.stdout
+    recipe = ["--init", str(run / "model.pth"), "--schedule", "constant", "--lr", "0.02", "--swa"]
+    return [*recipe, "--teacher", str(teacher), "--distill", "0.5"]
+
+
+@pytest.mark.parametrize("kind", ["fresh", "continuation"])
+def test_a_run_in_pieces_is_step_for_step_the_run_in_one(training_data, tmp_path, request, kind):
+    recipe = [*QUICK_RUN, *(request.getfixturevalue("continuation") if kind == "continuation" else [])]
+    whole = script("train.py", "--data", str(training_data), "--run", str(tmp_path / "whole"), *recipe)
     assert whole.returncode == 0, whole.stderr[-3000:]
 
     pieces = tmp_path / "pieces"
-    first = script("train.py", "--data", str(training_data), "--run", str(pieces), *QUICK_RUN, "--time-limit-min", "0")
+    first = script("train.py", "--data", str(training_data), "--run", str(pieces), *recipe, "--time-limit-min", "0")
     assert first.returncode == 0, first.stderr
     assert "piece ended (time limit 0 min) at step 1 of 6" in first.stderr, first.stderr
     for _ in range(6):  # each piece ends after one step: mid-epoch and at the epoch's end
@@ -74,7 +98,7 @@ def test_a_run_in_pieces_is_step_for_step_the_run_in_one(training_data, tmp_path
             str(training_data),
             "--run",
             str(pieces),
-            *QUICK_RUN,
+            *recipe,
             "--time-limit-min",
             "0",
             "--resume",
@@ -88,7 +112,7 @@ def test_a_run_in_pieces_is_step_for_step_the_run_in_one(training_data, tmp_path
         assert torch.equal(value, b["model_state_dict"][key]), key
     history = [json.loads(line) for line in (tmp_path / "whole" / "history.jsonl").read_text().splitlines()]
     resumed = [json.loads(line) for line in (pieces / "history.jsonl").read_text().splitlines()]
-    same = (
+    same = [
         "epoch",
         "step",
         "lr",
@@ -98,7 +122,16 @@ def test_a_run_in_pieces_is_step_for_step_the_run_in_one(training_data, tmp_path
         "holdout_top1_ema",
         "test_top1",
         "test_top1_ema",
-    )
+    ]
+    if kind == "continuation":  # the averaged weights are evaluated at every epoch's end, on the hold-out and test
+        same += ["holdout_top1_swa", "test_top1_swa"]
+        assert {h["lr"] for h in history} == {0.02}
+        summary = json.loads((tmp_path / "whole" / "summary.json").read_text())
+        best = max(history[-1][f"holdout_top1{s}"] for s in ("", "_ema", "_swa"))
+        assert summary["holdout_top1"] == best == a["best_val_acc"]
+        assert summary["recipe"]["swa"] is True
+        assert summary["recipe"]["distill"] == 0.5
+        assert len(summary["recipe"]["init"]) == len(summary["recipe"]["teacher"]) == 64  # sha256 of each
     assert [[h[k] for k in same] for h in history] == [[h[k] for k in same] for h in resumed]
 
 

@@ -57,6 +57,10 @@ def test_schedule_warms_up_then_decays_linearly_to_zero_at_the_last_step():
     assert all(a > b for a, b in itertools.pairwise(lrs[10:]))
 
 
+def test_a_constant_schedule_holds_the_rate_from_the_first_step_to_the_last():
+    assert {train.lr_at(s, 100, 10, 0.015, "constant") for s in range(101)} == {0.015}
+
+
 def test_weight_decay_only_on_conv_and_linear_weights():
     model = train.build_model(ModelSpec())
     decayed, free = train.build_optimizer(model, RECIPE).param_groups
