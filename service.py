@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import typing
 from functools import partial
 from pathlib import Path
 from typing import Annotated
@@ -309,12 +310,13 @@ APIS = PyramidNetClassifier.apis.values()
 API_ROUTES = [api.route for api in APIS]
 FORM_FIELDS = {api.route: form_fields(api.input_spec, settings.max_images_per_request) for api in APIS}
 IMAGE_ROUTES = [route for route, fields in FORM_FIELDS.items() if fields]
+ANSWERS = {api.route: typing.get_type_hints(api.func)["return"] for api in APIS}  # what each answers 200 with
 # Outermost first: each part has one job (src/model_store/edge).
 edge = PyramidNetClassifier.add_asgi_middleware
 edge(RequestId)
 edge(AccessLog)
 edge(RequestMetrics, routes=API_ROUTES)
-edge(ApiDocs, routes=API_ROUTES)
+edge(ApiDocs, routes=API_ROUTES, answers=ANSWERS, fields=FORM_FIELDS)
 edge(ErrorContract)
 edge(SecurityHeaders, routes=API_ROUTES)
 edge(ApiKeys, keys=settings.keys())

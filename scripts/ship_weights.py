@@ -10,6 +10,11 @@ src/model_store/weights/pyramidnet110-cifar10.safetensors: fp32, pickle-free, ab
 7 MB, with the measurements and the run's facts (epochs, command, wall time, hardware, data seen)
 in its header, which scripts/save_model.py records as model metadata. Prints the file's sha256.
 
+Weights already at --out are replaced only by weights measurably better on the run's held-out
+training images: compared image by image, the gain's one-sided 95 % lower bound must be above zero
+(model_store/paired.py); otherwise nothing is written and the exit code is 1. The test set is
+measured and reported, never used to choose.
+
 Then, with or without --run, the weights' int8 model beside them (…-int8.xml, .bin, 3.2 MB):
 NNCF's post-training quantization of their OpenVINO IR, calibrated on 30 training images of each
 class outside the run's hold-out, then measured against fp32 on the hold-out (the run's split: its
@@ -34,11 +39,12 @@ import openvino
 from save_model import CALIBRATION_PER_CLASS
 
 from model_store import Classifier, ModelSpec
-from model_store.checkpoint import CheckpointError
+from model_store.checkpoint import CheckpointError, Weights
 from model_store.conversion import build_ir, quantize_ir, save_ir
 from model_store.extras import torch_required
 from model_store.imaging import normalize
 from model_store.openvino_ir import Int8Accuracy, Runtime, compile_ir
+from model_store.paired import upper_bound_pp
 from model_store.registry import SHIPPED_WEIGHTS, embedded_default, ship_weights
 
 with torch_required("scripts/ship_weights.py"):
@@ -95,6 +101,25 @@ def ship_int8(weights: Path, data: Path, split: dict[str, Any]) -> tuple[Path, I
     return out, accuracy
 
 
+def holdout_gain(new: Weights, old: Weights, data: Path, split: dict[str, Any]) -> tuple[str, bool]:
+    """New weights against old on the run's held-out training images, image by image (fp32): a line that
+    says how they compare, and whether the gain's one-sided 95 % lower bound is above zero."""
+    spec = ModelSpec()
+    images, labels = read_split(data, "train", split.get("limit_per_class"))
+    _, holdout = split_holdout(labels, split["holdout_per_class"], split["seed"])
+    held = normalize(images[holdout], spec)
+    new_right, old_right = (
+        _predict(compile_ir(build_ir(spec, weights), "fp32"), held) == labels[holdout] for weights in (new, old)
+    )
+    new_only, old_only = int((new_right & ~old_right).sum()), int((old_right & ~new_right).sum())
+    lower = -upper_bound_pp(old_only, new_only, len(holdout))
+    line = (
+        f"{new_right.mean() * 100:.2f} % against {old_right.mean() * 100:.2f} % on {len(holdout):,} held-out training "
+        f"images ({new_only} gained, {old_only} lost; the gain's 95 % lower bound {lower:+.2f} pp)"
+    )
+    return line, lower > 0
+
+
 def _predict(run: Runtime, images: np.ndarray) -> np.ndarray:
     """The top-1 class of each normalised image, BATCH at a time."""
     return np.concatenate([run(images[i : i + BATCH]).argmax(1) for i in range(0, len(images), BATCH)])
@@ -119,6 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, OSError, ValueError) as e:
         print(f"ship_weights: error: {args.run} is not a finished run: {e}", file=sys.stderr)
         return 1
+    recipe = summary["recipe"]
+    if args.out.is_file():
+        line, better = holdout_gain(
+            checkpoint.state_dict, embedded_default(shipped=args.out).state_dict, args.data, recipe
+        )
+        print(f"  hold-out    {line}")
+        if not better:
+            print(f"ship_weights: not shipped: {args.run} is not measurably better than {args.out}", file=sys.stderr)
+            return 1
     spec = ModelSpec()
     model = torch_classifier(
         build_network(spec, checkpoint.state_dict), spec, tag=str(args.run), metadata={}, device="cpu"
@@ -130,7 +164,6 @@ def main(argv: list[str] | None = None) -> int:
     same = jpeg_copies(exact["labels"], labels)
     exact_as_jpeg = top1(model, images[same], labels[same])
 
-    recipe = summary["recipe"]
     path = ship_weights(
         checkpoint,
         args.out,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ import numpy as np
 import openvino
 
 from .bentoml_internals import cpu_budget
+from .paired import upper_bound_pp
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,8 @@ class Int8Accuracy:
 
     @property
     def drop_pp_upper(self) -> float:
-        """A one-sided 95 % upper bound of the drop, from the paired differences: on 1,000 images one
-        image is 0.1 pp, so the measured drop alone cannot tell 0.1 pp from noise. The spread counts at
-        least one differing image: none differing among few images proves little."""
-        net = self.losses - self.gains
-        spread = math.sqrt(max(self.losses + self.gains - net * net / self.images, 1.0))
-        return round(100 * (net + 1.645 * spread) / self.images, 6)
+        """A one-sided 95 % upper bound of the drop, from the paired differences (paired.py)."""
+        return upper_bound_pp(self.losses, self.gains, self.images)
 
     def __str__(self) -> str:
         return (

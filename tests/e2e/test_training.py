@@ -200,6 +200,12 @@ def test_train_register_and_evaluate(training_data, exact_jpegs, tmp_path, serve
         "ship_weights.py", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "w.safetensors")
     )
     assert shipped.returncode == 0, shipped.stderr[-3000:]
+    before = (tmp_path / "w.safetensors").read_bytes()
+    again = script("ship_weights.py", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "w.safetensors"))
+    assert again.returncode == 1  # the same weights over themselves: no gain shown on the hold-out
+    assert "0 gained, 0 lost" in again.stdout, again.stdout
+    assert "not measurably better" in again.stderr
+    assert (tmp_path / "w.safetensors").read_bytes() == before
     default = embedded_default(shipped=tmp_path / "w.safetensors")
     assert default.int8_ir == tmp_path / "w-int8.xml"
     assert int8_belongs_to(default.int8_ir, default)

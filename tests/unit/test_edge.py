@@ -149,6 +149,7 @@ def test_every_error_answer_follows_the_contract(method, path, status, code, mes
     assert response.status_code == status
     assert response.json() == {"error": {"code": code, "message": message}, "request_id": "r-1"}
     assert response.headers["content-type"] == "application/json"
+    assert response.headers.get("allow") == ("POST" if status == 405 else None)  # RFC 9110: a 405 names them
 
 
 def test_an_error_raised_by_an_inner_part_is_answered_and_an_unexpected_one_is_logged(caplog):

@@ -67,9 +67,12 @@ class _Rewrite:
             held, self._held = self._held, None
             headers = {k.decode().lower(): v.decode() for k, v in held.get("headers", [])}
             code, text, retry_after = conform(held["status"], b"".join(self._chunks), self.scope, headers)
-            await self.answer(held["status"], code, text, retry_after)
+            await self.answer(held["status"], code, text, retry_after, allow=headers.get("allow"))
 
-    async def answer(self, status: int, code: str, message: str, retry_after: int | None) -> None:
+    async def answer(
+        self, status: int, code: str, message: str, retry_after: int | None, allow: str | None = None
+    ) -> None:
+        """The contract's answer; `allow`: a 405's methods, which RFC 9110 has it carry in `Allow`."""
         if status == 503 and retry_after is None:
             retry_after = 1
         facts(self.scope)["error_code"] = code
@@ -77,6 +80,8 @@ class _Rewrite:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if retry_after is not None:
             headers.append((b"retry-after", str(retry_after).encode()))
+        if status == 405 and allow:
+            headers.append((b"allow", allow.encode()))
         self.started = True
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
         await self.send({"type": "http.response.body", "body": body})

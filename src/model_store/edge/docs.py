@@ -6,8 +6,10 @@ third party about every visit; its Swagger UI would also fetch a validator badge
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
+
+from pydantic import TypeAdapter
 
 from ..errors import ALL_ERRORS
 from ..schemas import ErrorResponse
@@ -47,9 +49,18 @@ PAGES = frozenset({"/", "/docs"})
 class ApiDocs:
     """Answers GET / and GET /docs with PAGE; passes /docs.json through `document`."""
 
-    def __init__(self, app: ASGIApp, *, routes: Collection[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        routes: Collection[str],
+        answers: Mapping[str, Any] | None = None,
+        fields: Mapping[str, Mapping[str, int]] | None = None,
+    ) -> None:
         self.app = app
         self.routes = routes
+        self.answers = answers or {}
+        self.fields = fields or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and scope["path"] in PAGES:
@@ -57,18 +68,50 @@ class ApiDocs:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": PAGE if scope["method"] == "GET" else b""})
         elif scope["type"] == "http" and scope["path"] == "/docs.json":
-            await self.app(scope, receive, _Transform(send, lambda spec: document(spec, self.routes)))
+            transform = _Transform(send, lambda spec: document(spec, self.routes, self.answers, self.fields))
+            await self.app(scope, receive, transform)
         else:
             await self.app(scope, receive, send)
 
 
-def document(spec: dict[str, Any], routes: Collection[str]) -> dict[str, Any]:
+def document(
+    spec: dict[str, Any],
+    routes: Collection[str],
+    answers: Mapping[str, Any] | None = None,
+    fields: Mapping[str, Mapping[str, int]] | None = None,
+) -> dict[str, Any]:
     """The title and description, the ErrorResponse schema, and on every POST of `routes` one
-    response per error status with the codes it can carry."""
+    response per error status with the codes it can carry. `answers`: the type each route answers
+    200 with, whose schema replaces BentoML's (which drops `null` from optional fields, so a client
+    generated from it rejects `"warning": null`). `fields`: each image route's file fields and how many
+    files each takes: the body is required and a list field holds 1 to that many."""
     spec.setdefault("info", {}).update(title=TITLE, description=DESCRIPTION)
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     schemas["ErrorResponse"] = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
     schemas.update(schemas["ErrorResponse"].pop("$defs", {}))
+    for route, answer in (answers or {}).items():
+        operation = spec.get("paths", {}).get(route, {}).get("post")
+        if operation is not None:
+            content = operation["responses"]["200"].setdefault("content", {})
+            content["application/json"] = {"schema": _component(schemas, answer)}
+    for name in [name for name in schemas if name.endswith("IODescriptor")]:  # BentoML's, replaced above
+        del schemas[name]
+    for route, files in (fields or {}).items():
+        operation = spec.get("paths", {}).get(route, {}).get("post", {})
+        if "requestBody" not in operation:
+            continue
+        if not files:  # Forms hands such a route an empty object whatever was sent: it takes no body
+            del operation["requestBody"]
+            continue
+        operation["requestBody"]["required"] = True
+        for form in operation["requestBody"].get("content", {}).values():
+            form.get("schema", {})["additionalProperties"] = False  # Forms refuses any other field
+            for name, most in files.items():
+                field = form.get("schema", {}).get("properties", {}).get(name, {})
+                if field.get("type") == "array":
+                    field.update(minItems=1, maxItems=most)
+    for name in [name for name in schemas if name.endswith("__Input")]:  # BentoML's, for the bodies removed
+        del schemas[name]
     by_status: dict[int, list[str]] = {}
     for error in ALL_ERRORS:
         by_status.setdefault(error.status, []).append(error.code)
@@ -86,6 +129,16 @@ def document(spec: dict[str, Any], routes: Collection[str]) -> dict[str, Any]:
                 response["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
             responses[str(status)] = response
     return spec
+
+
+def _component(schemas: dict[str, Any], answer: Any) -> dict[str, Any]:
+    """The JSON schema of `answer` (a pydantic model, or a list of one), its models as components."""
+    schema = TypeAdapter(answer).json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(schema.pop("$defs", {}))
+    if schema.get("type") == "object" and "title" in schema:  # a model: a component of its own
+        schemas[schema["title"]] = schema
+        return {"$ref": f"#/components/schemas/{schema['title']}"}
+    return schema
 
 
 class _Transform:
