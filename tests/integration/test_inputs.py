@@ -126,9 +126,28 @@ def corpus(jpeg: bytes) -> dict[str, tuple[str, dict, int, str | None]]:
             "VALIDATION_ERROR",
         ),
         "json-body": ("/classify", {"json": {"image": "http://127.0.0.1:9/cat.png"}}, 415, "UNSUPPORTED_MEDIA_TYPE"),
-        "raw-bytes-body": (
+        "raw-body-to-classify": ("/classify", {"content": jpeg, "headers": {"content-type": "image/jpeg"}}, 200, None),
+        "raw-body-not-an-image": (
             "/classify",
+            {"content": b"GIF89a-truncated", "headers": {"content-type": "image/gif"}},
+            400,
+            "INVALID_IMAGE",
+        ),
+        "raw-svg-body": (
+            "/classify",
+            {"content": SVG, "headers": {"content-type": "image/svg+xml"}},
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+        "raw-body-to-classify-batch": (
+            "/classify_batch",
             {"content": jpeg, "headers": {"content-type": "image/jpeg"}},
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+        "text-body": (
+            "/classify",
+            {"content": b"cat", "headers": {"content-type": "text/plain"}},
             415,
             "UNSUPPORTED_MEDIA_TYPE",
         ),
@@ -177,6 +196,17 @@ def test_bad_and_odd_inputs_get_their_documented_answer(server, cases, name):
         new_log = f.read().decode(errors="replace")
     assert "Traceback" not in new_log
     assert "[ERROR]" not in new_log
+
+
+def test_a_raw_image_body_is_answered_exactly_as_the_same_image_uploaded(server, sample_jpegs):
+    """The same probabilities, bit for bit, and the same admission and request id, whatever the declared type."""
+    for path, declared in zip(sample_jpegs[:12], ["image/jpeg", "image/png", "image/octet"] * 4, strict=True):
+        data = path.read_bytes()
+        raw = httpx.post(server.url + "/classify", content=data, headers={"content-type": declared}, timeout=60)
+        uploaded = httpx.post(server.url + "/classify", **one(path.name, data, "image/jpeg"), timeout=60)
+        assert raw.status_code == uploaded.status_code == 200, raw.text
+        assert raw.json() == uploaded.json()
+        assert raw.headers["x-request-id"] != uploaded.headers["x-request-id"]
 
 
 def test_animated_gif_is_classified_by_its_first_frame(server, offline: Classifier):

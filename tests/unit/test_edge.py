@@ -234,6 +234,13 @@ def test_forms_parse_once_and_hand_the_files_to_the_route_in_memory():
     assert seen["files"] == {"images": [["a.png", len(PNG)], ["b" * 4000 + ".png", len(PNG)]]}
 
 
+@pytest.mark.parametrize("content_type", ["image/png", "image/jpeg", "IMAGE/PNG", "image/x-anything; q=1"])
+def test_a_route_of_one_file_takes_a_raw_image_body_as_that_file(content_type):
+    seen = run(_post(forms(), "/classify", content=PNG, headers={"content-type": content_type})).json()
+    assert seen["body"] == 0
+    assert seen["files"] == {"image": [[None, len(PNG)]]}  # the bytes decide the format, not the header
+
+
 def test_a_route_without_inputs_sees_an_empty_json_body_whatever_was_sent():
     seen = run(_post(forms(), "/model_info", content=b"\x00garbage", headers={"content-type": "text/plain"})).json()
     assert seen["body"] == 2
@@ -243,7 +250,9 @@ def test_a_route_without_inputs_sees_an_empty_json_body_whatever_was_sent():
 @pytest.mark.parametrize(
     ("route", "request_kwargs", "status", "code"),
     [
-        ("/classify", {"content": PNG, "headers": {"content-type": "image/png"}}, 415, "UNSUPPORTED_MEDIA_TYPE"),
+        ("/classify", {"content": PNG, "headers": {"content-type": "text/plain"}}, 415, "UNSUPPORTED_MEDIA_TYPE"),
+        ("/classify_batch", {"content": PNG, "headers": {"content-type": "image/png"}}, 415, "UNSUPPORTED_MEDIA_TYPE"),
+        ("/classify", {"content": bytes(1_001), "headers": {"content-type": "image/png"}}, 413, "PAYLOAD_TOO_LARGE"),
         ("/classify", {"headers": {"content-type": "multipart/form-data"}, "content": b"xx"}, 400, "VALIDATION_ERROR"),
         ("/classify", {"files": {"other": ("a.png", PNG, "image/png")}}, 400, "VALIDATION_ERROR"),
         (

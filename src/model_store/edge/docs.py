@@ -14,12 +14,14 @@ from pydantic import TypeAdapter
 from ..errors import ALL_ERRORS
 from ..schemas import ErrorResponse
 from .asgi import ASGIApp, Message, Receive, Scope, Send
+from .forms import raw_field
 
 TITLE = "PyramidNet-110 CIFAR-10 classifier"
 DESCRIPTION = (
     "Classifies images into the ten CIFAR-10 classes with a PyramidNet-110 (alpha 48). POST image files as "
-    "multipart/form-data: one to /classify, up to the batch limit to /classify_batch; /model_info says which "
-    "model answers and the limits in force. Every error answer is "
+    "multipart/form-data: one to /classify (or there as the whole body, with an image/* Content-Type), up to the "
+    "batch limit to /classify_batch; /model_info says which model answers and the limits in force. Every error "
+    "answer is "
     '`{"error": {"code", "message"}, "request_id"}` with a stable code, listed under each endpoint.'
 )
 PAGE = f"""<!DOCTYPE html>
@@ -81,10 +83,11 @@ def document(
     fields: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, Any]:
     """The title and description, the ErrorResponse schema, and on every POST of `routes` one
-    response per error status with the codes it can carry. `answers`: the type each route answers
-    200 with, whose schema replaces BentoML's (which drops `null` from optional fields, so a client
-    generated from it rejects `"warning": null`). `fields`: each image route's file fields and how many
-    files each takes: the body is required and a list field holds 1 to that many."""
+        response per error status with the codes it can carry. `answers`: the type each route answers
+        200 with, whose schema replaces BentoML's (which drops `null` from optional fields, so a client
+        generated from it rejects `"warning": null`). `fields`: each image route's file fields and how many
+        files each takes: the body is required, a list field holds 1 to that many, and a route of one file
+    takes it as a raw image body as well."""
     spec.setdefault("info", {}).update(title=TITLE, description=DESCRIPTION)
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     schemas["ErrorResponse"] = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -104,12 +107,15 @@ def document(
             del operation["requestBody"]
             continue
         operation["requestBody"]["required"] = True
-        for form in operation["requestBody"].get("content", {}).values():
+        content = operation["requestBody"].setdefault("content", {})
+        for form in content.values():
             form.get("schema", {})["additionalProperties"] = False  # Forms refuses any other field
             for name, most in files.items():
                 field = form.get("schema", {}).get("properties", {}).get(name, {})
                 if field.get("type") == "array":
                     field.update(minItems=1, maxItems=most)
+        if raw_field(files) is not None:  # Forms takes the one image as the whole body too
+            content["image/*"] = {"schema": {"type": "string", "format": "binary"}}
     for name in [name for name in schemas if name.endswith("__Input")]:  # BentoML's, for the bodies removed
         del schemas[name]
     by_status: dict[int, list[str]] = {}

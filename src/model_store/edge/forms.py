@@ -3,7 +3,10 @@
 `Forms` parses a route's multipart body with its checks (only the route's file fields, files not
 text or URLs, per-file size, how many files) and hands the files to the route in memory through
 the request scope; `UploadedForm`, the routes' input spec, takes them from there, so BentoML never
-parses the body again nor writes the files to disk (where a long filename used to fail).
+parses the body again nor writes the files to disk (where a long filename used to fail). A route of
+one file (`/classify`) also takes the image as the whole body, sent with an `image/*` Content-Type
+(`curl --data-binary @cat.jpg -H 'Content-Type: image/jpeg'`, a webhook): the same upload, the same
+checks.
 """
 
 from __future__ import annotations
@@ -50,6 +53,11 @@ def form_fields(spec: type[bentoml.IODescriptor], max_files: int) -> dict[str, i
     return {name: max_files if _is_list(spec, name) else 1 for name in multipart_fields(spec)}
 
 
+def raw_field(expected: Mapping[str, int]) -> str | None:
+    """The field a raw image body fills: a route's one field of one file, if it has exactly that."""
+    return next(iter(expected)) if list(expected.values()) == [1] else None
+
+
 class Forms:
     """For a POST to one of `fields`' routes: the body, bounded by `max_request_bytes`, parsed
     once; a route without file fields sees an empty JSON object whatever was sent."""
@@ -93,8 +101,17 @@ class Forms:
 
     async def parse(self, headers: Headers, body: bytes, expected: Mapping[str, int]) -> dict[str, list[Upload]]:
         names = _names(expected)
-        if not headers.get("content-type", "").startswith("multipart/form-data"):
-            raise UnsupportedMediaType(f"send the image(s) as multipart/form-data in {names}")
+        content_type = headers.get("content-type", "")
+        raw = raw_field(expected)
+        if raw is not None and content_type.lower().startswith("image/"):
+            if len(body) > self.max_file_bytes:
+                raise PayloadTooLarge(f"the image is {len(body):,} bytes; the limit is {self.max_file_bytes:,}")
+            return {raw: [Upload(None, content_type, body)]}
+        if not content_type.startswith("multipart/form-data"):
+            raise UnsupportedMediaType(
+                f"send the image(s) as multipart/form-data in {names}"
+                + (", or one image as the body with an image/* Content-Type" if raw is not None else "")
+            )
         limit = sum(expected.values())
         parser = MultiPartParser(headers, _once(body), max_files=limit + 1, max_fields=len(expected) + 8)
         try:
