@@ -54,7 +54,7 @@ from model_store.edge import (
 from model_store.errors import Internal, ModelUnavailable, Overloaded, answers_errors
 from model_store.evaluation import verdict
 from model_store.logs import configure_logging
-from model_store.schemas import BatchingLimits, InputLimits, MeasuredAccuracy
+from model_store.schemas import BatchingLimits, InputLimits, MeasuredAccuracy, Predictions
 from model_store.shutdown import CountCalls, DrainBeforeExit
 
 settings = Settings()
@@ -175,6 +175,11 @@ class ClassifyBatchInput(UploadedForm):
     images: list[Annotated[Path, ContentType("image/*")]] = Field(description="image files, answered in this order")
 
 
+class ClassifyJsonInput(UploadedForm):
+    # Forms decodes the body ({"images": [...]} or {"instances": [{"b64": ...}]}, schemas.py) into uploads.
+    images: list[str] = Field(description="image files in base64, answered in this order")
+
+
 @bentoml.service(
     name="pyramidnet_classifier",
     workers=API_WORKERS,
@@ -214,6 +219,13 @@ class PyramidNetClassifier:
     async def classify_batch(self, images: list[Upload]) -> list[Prediction]:
         """Classify 1..N images (multipart field `images`, repeated); results in the same order."""
         return await self._classify(images)
+
+    @bentoml.api(route="/classify_json", input_spec=ClassifyJsonInput)
+    @answers_errors
+    async def classify_json(self, images: list[Upload]) -> Predictions:
+        """Classify 1..N images sent as base64 in JSON (`{"images": [...]}`, or KServe v1's
+        `{"instances": [{"b64": ...}]}`); the answers of /classify_batch, as `{"predictions": [...]}`."""
+        return Predictions(predictions=await self._classify(images))
 
     async def __is_alive__(self) -> bool:
         """False once the runner has failed to load the model, which it does not retry: /livez
@@ -309,18 +321,25 @@ PyramidNetRunner.add_asgi_middleware(CountCalls, drain=drain)
 APIS = PyramidNetClassifier.apis.values()
 API_ROUTES = [api.route for api in APIS]
 FORM_FIELDS = {api.route: form_fields(api.input_spec, settings.max_images_per_request) for api in APIS}
-IMAGE_ROUTES = [route for route, fields in FORM_FIELDS.items() if fields]
+JSON_ROUTES = {"/classify_json": settings.max_images_per_request}  # base64 images in JSON, decoded by Forms
+IMAGE_ROUTES = [route for route, fields in FORM_FIELDS.items() if fields] + list(JSON_ROUTES)
 ANSWERS = {api.route: typing.get_type_hints(api.func)["return"] for api in APIS}  # what each answers 200 with
 # Outermost first: each part has one job (src/model_store/edge).
 edge = PyramidNetClassifier.add_asgi_middleware
 edge(RequestId)
 edge(AccessLog)
 edge(RequestMetrics, routes=API_ROUTES)
-edge(ApiDocs, routes=API_ROUTES, answers=ANSWERS, fields=FORM_FIELDS)
+edge(ApiDocs, routes=API_ROUTES, answers=ANSWERS, fields=FORM_FIELDS, json_routes=JSON_ROUTES)
 edge(ErrorContract)
 edge(SecurityHeaders, routes=API_ROUTES)
 edge(ApiKeys, keys=settings.keys())
-edge(Forms, fields=FORM_FIELDS, max_request_bytes=settings.max_request_bytes, max_file_bytes=settings.max_file_bytes)
+edge(
+    Forms,
+    fields=FORM_FIELDS,
+    max_request_bytes=settings.max_request_bytes,
+    max_file_bytes=settings.max_file_bytes,
+    json_routes=JSON_ROUTES,
+)
 edge(
     Admission,
     routes=IMAGE_ROUTES,

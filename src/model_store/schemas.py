@@ -1,11 +1,12 @@
-"""Typed results of the service (pydantic): what clients receive, documented in the OpenAPI schema."""
+"""Typed results of the service (pydantic): what clients receive, documented in the OpenAPI schema;
+and the JSON bodies it takes."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from .spec import ModelSpec
 
@@ -16,6 +17,38 @@ class Prediction(BaseModel):
     confidence: float = Field(ge=0, le=1, description="probability of `label`")
     probabilities: dict[str, float] = Field(description="probability of every class, in label order")
     model: str = Field(description="model store tag that answered")
+
+
+class Predictions(BaseModel):
+    """/classify_json's answer, in KServe v1's shape."""
+
+    predictions: list[Prediction] = Field(description="one per image, in the order sent")
+
+
+BASE64 = {"contentEncoding": "base64"}  # JSON Schema's annotation for a string of base64
+
+
+class ImagesRequest(BaseModel):
+    """Image files as base64 strings in JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+    images: list[str] = Field(
+        min_length=1,
+        description="each image file's bytes in base64 (RFC 4648), answered in this order",
+        json_schema_extra={"items": {"type": "string", **BASE64}},
+    )
+
+
+class B64Instance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    b64: str = Field(description="an image file's bytes in base64 (RFC 4648)", json_schema_extra=BASE64)
+
+
+class InstancesRequest(BaseModel):
+    """KServe v1's request for binary data: instances of `{"b64": ...}`."""
+
+    model_config = ConfigDict(extra="forbid")
+    instances: list[B64Instance] = Field(min_length=1, description="one image each, answered in this order")
 
 
 class BatchingLimits(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 import subprocess
@@ -207,6 +208,28 @@ def test_a_raw_image_body_is_answered_exactly_as_the_same_image_uploaded(server,
         assert raw.status_code == uploaded.status_code == 200, raw.text
         assert raw.json() == uploaded.json()
         assert raw.headers["x-request-id"] != uploaded.headers["x-request-id"]
+
+
+def test_base64_json_is_answered_exactly_as_the_same_images_uploaded(server, sample_jpegs):
+    """Both JSON shapes: the answers of /classify_batch for the same files, bit for bit, in order."""
+    paths = sample_jpegs[:20]
+    encoded = [base64.b64encode(p.read_bytes()).decode() for p in paths]
+    files = [("images", (p.name, p.read_bytes(), "image/jpeg")) for p in paths]
+    uploaded = httpx.post(server.url + "/classify_batch", files=files, timeout=120)
+    assert uploaded.status_code == 200, uploaded.text
+    for body in ({"images": encoded}, {"instances": [{"b64": e} for e in encoded]}):
+        answered = httpx.post(server.url + "/classify_json", json=body, timeout=120)
+        assert answered.status_code == 200, answered.text
+        assert answered.json() == {"predictions": uploaded.json()}
+
+
+def test_a_json_body_is_admitted_and_refused_like_a_multipart_one(server, sample_jpegs):
+    too_many = {"images": [base64.b64encode(sample_jpegs[0].read_bytes()).decode()] * 65}
+    refused = httpx.post(server.url + "/classify_json", json=too_many, timeout=60)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (413, "TOO_MANY_IMAGES")
+    assert refused.json()["request_id"] == refused.headers["x-request-id"]
+    broken = httpx.post(server.url + "/classify_json", json={"images": ["bm90IGFuIGltYWdl"]}, timeout=60)
+    assert (broken.status_code, broken.json()["error"]["code"]) == (400, "INVALID_IMAGE")  # "not an image"
 
 
 def test_animated_gif_is_classified_by_its_first_frame(server, offline: Classifier):

@@ -101,7 +101,7 @@ def test_metrics_count_what_was_answered_with_labels_from_a_fixed_set(server, sa
     assert info[0].labels == {k: model[k] for k in ("tag", "precision", "backend", "device")}
     assert total(after, "pyramidnet_ready") == 1
     allowed = {
-        "route": {"/classify", "/classify_batch", "/model_info", "other"},
+        "route": {"/classify", "/classify_batch", "/classify_json", "/model_info", "other"},
         "code": telemetry.CODES,
         "label": set(model["classes"]),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 
@@ -61,6 +62,7 @@ def tiny_app() -> Starlette:
         routes=[
             Route("/classify", echo, methods=["POST"]),
             Route("/classify_batch", echo, methods=["POST"]),
+            Route("/classify_json", echo, methods=["POST"]),
             Route("/model_info", echo, methods=["POST"]),
             Route("/fail", fail, methods=["POST"]),
             Route("/crash", crash, methods=["POST"]),
@@ -224,7 +226,53 @@ FIELDS = {"/classify": {"image": 1}, "/classify_batch": {"images": 3}, "/model_i
 
 def forms(**limits: int) -> httpx.AsyncClient:
     options = {"fields": FIELDS, "max_request_bytes": 100_000, "max_file_bytes": 1_000} | limits
-    return contract((Forms, options))
+    return contract((Forms, options | {"json_routes": {"/classify_json": 3}}))
+
+
+B64 = base64.b64encode(PNG).decode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"images": [B64, B64]},
+        {"instances": [{"b64": B64}, {"b64": B64}]},  # KServe v1
+        {"images": ["\n".join(B64[i : i + 76] for i in range(0, len(B64), 76)), "data:image/png;base64," + B64]},
+    ],
+    ids=["images", "kserve-v1-instances", "wrapped-and-data-url"],
+)
+def test_base64_images_in_json_are_handed_to_the_route_as_uploads(body):
+    seen = run(_post(forms(), "/classify_json", json=body)).json()
+    assert seen["body"] == 0
+    assert seen["files"] == {"images": [[None, len(PNG)], [None, len(PNG)]]}
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "status", "code", "says"),
+    [
+        (
+            {"content": B64, "headers": {"content-type": "text/plain"}},
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "application/json",
+        ),
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "VALIDATION_ERROR", "JSON"),
+        ({"json": {"images": []}}, 400, "VALIDATION_ERROR", "at least 1"),
+        ({"json": {"images": [B64], "extra": 1}}, 400, "VALIDATION_ERROR", "images"),
+        ({"json": {"instances": [{"b64": B64, "mime": "png"}]}}, 400, "VALIDATION_ERROR", "instances"),
+        ({"json": [B64]}, 400, "VALIDATION_ERROR", '{"images"'),
+        ({"json": {"images": [B64, "not base64!"]}}, 400, "VALIDATION_ERROR", "images[1] is not base64"),
+        ({"json": {"images": ["é" * 8]}}, 400, "VALIDATION_ERROR", "images[0] is not base64"),
+        ({"json": {"images": [B64] * 4}}, 413, "TOO_MANY_IMAGES", "the limit is 3"),
+        ({"json": {"images": [base64.b64encode(bytes(1_001)).decode()]}}, 413, "PAYLOAD_TOO_LARGE", "1,001 bytes"),
+        ({"json": {"images": ["A" * 2_000]}}, 413, "PAYLOAD_TOO_LARGE", "images[0]"),  # refused before decoding
+        ({"json": {"images": ["A" * 140_000]}}, 413, "PAYLOAD_TOO_LARGE", "133,336 bytes"),  # 100,000 scaled by 4/3
+    ],
+)
+def test_json_bodies_the_route_cannot_take_are_refused_with_a_code(request_kwargs, status, code, says):
+    response = run(_post(forms(), "/classify_json", **request_kwargs))
+    assert (response.status_code, response.json()["error"]["code"]) == (status, code), response.text
+    assert says in response.json()["error"]["message"]
 
 
 def test_forms_parse_once_and_hand_the_files_to_the_route_in_memory():

@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 from ..errors import ALL_ERRORS
 from ..schemas import ErrorResponse
 from .asgi import ASGIApp, Message, Receive, Scope, Send
-from .forms import raw_field
+from .forms import JsonBody, raw_field
 
 TITLE = "PyramidNet-110 CIFAR-10 classifier"
 DESCRIPTION = (
@@ -58,11 +58,13 @@ class ApiDocs:
         routes: Collection[str],
         answers: Mapping[str, Any] | None = None,
         fields: Mapping[str, Mapping[str, int]] | None = None,
+        json_routes: Collection[str] = (),
     ) -> None:
         self.app = app
         self.routes = routes
         self.answers = answers or {}
         self.fields = fields or {}
+        self.json_routes = json_routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and scope["path"] in PAGES:
@@ -70,7 +72,9 @@ class ApiDocs:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": PAGE if scope["method"] == "GET" else b""})
         elif scope["type"] == "http" and scope["path"] == "/docs.json":
-            transform = _Transform(send, lambda spec: document(spec, self.routes, self.answers, self.fields))
+            transform = _Transform(
+                send, lambda spec: document(spec, self.routes, self.answers, self.fields, self.json_routes)
+            )
             await self.app(scope, receive, transform)
         else:
             await self.app(scope, receive, send)
@@ -81,13 +85,14 @@ def document(
     routes: Collection[str],
     answers: Mapping[str, Any] | None = None,
     fields: Mapping[str, Mapping[str, int]] | None = None,
+    json_routes: Collection[str] = (),
 ) -> dict[str, Any]:
     """The title and description, the ErrorResponse schema, and on every POST of `routes` one
         response per error status with the codes it can carry. `answers`: the type each route answers
         200 with, whose schema replaces BentoML's (which drops `null` from optional fields, so a client
         generated from it rejects `"warning": null`). `fields`: each image route's file fields and how many
         files each takes: the body is required, a list field holds 1 to that many, and a route of one file
-    takes it as a raw image body as well."""
+    takes it as a raw image body as well. `json_routes`: the routes whose body is a JsonBody (base64 images)."""
     spec.setdefault("info", {}).update(title=TITLE, description=DESCRIPTION)
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     schemas["ErrorResponse"] = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -116,6 +121,11 @@ def document(
                     field.update(minItems=1, maxItems=most)
         if raw_field(files) is not None:  # Forms takes the one image as the whole body too
             content["image/*"] = {"schema": {"type": "string", "format": "binary"}}
+    for route in json_routes:
+        operation = spec.get("paths", {}).get(route, {}).get("post")
+        if operation is not None:
+            schema = _component(schemas, JsonBody)
+            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
     for name in [name for name in schemas if name.endswith("__Input")]:  # BentoML's, for the bodies removed
         del schemas[name]
     by_status: dict[int, list[str]] = {}

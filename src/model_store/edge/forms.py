@@ -6,26 +6,41 @@ the request scope; `UploadedForm`, the routes' input spec, takes them from there
 parses the body again nor writes the files to disk (where a long filename used to fail). A route of
 one file (`/classify`) also takes the image as the whole body, sent with an `image/*` Content-Type
 (`curl --data-binary @cat.jpg -H 'Content-Type: image/jpeg'`, a webhook): the same upload, the same
-checks.
+checks. `/classify_json` takes the images as base64 in JSON (`{"images": [...]}`, or KServe v1's
+`{"instances": [{"b64": ...}]}`), decoded here into the same uploads, within the same limits counted
+on the decoded bytes.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import math
 import typing
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import bentoml
+from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartParser
 
 from ..bentoml_internals import ParsedByEdge, multipart_fields
 from ..errors import PayloadTooLarge, TooManyImages, UnsupportedMediaType, ValidationFailed
+from ..schemas import ImagesRequest, InstancesRequest
 from .asgi import ASGIApp, Receive, Scope, Send, facts, replay
 
 FORM = "pyramidnet.form"
 _SHOWN = 80  # characters of a client-chosen name quoted back in a message
+JsonBody = ImagesRequest | InstancesRequest
+JSON_BODY: TypeAdapter[JsonBody] = TypeAdapter(JsonBody)
+JSON_SHAPES = 'send {"images": ["<base64>", ...]} or {"instances": [{"b64": "<base64>"}, ...]} as application/json'
+
+
+def base64_length(size: int) -> int:
+    """The length of `size` bytes in base64: the limits of a JSON body, scaled for the inflation."""
+    return 4 * math.ceil(size / 3)
 
 
 @dataclass(frozen=True)
@@ -63,18 +78,35 @@ class Forms:
     once; a route without file fields sees an empty JSON object whatever was sent."""
 
     def __init__(
-        self, app: ASGIApp, *, fields: Mapping[str, Mapping[str, int]], max_request_bytes: int, max_file_bytes: int
+        self,
+        app: ASGIApp,
+        *,
+        fields: Mapping[str, Mapping[str, int]],
+        max_request_bytes: int,
+        max_file_bytes: int,
+        json_routes: Mapping[str, int] | None = None,
     ) -> None:
+        """`json_routes`: {route: most images} of the routes that take base64 images in JSON."""
         self.app = app
         self.fields = fields
         self.max_request_bytes = max_request_bytes
         self.max_file_bytes = max_file_bytes
+        self.json_routes = json_routes or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.fields:
+        if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        body = await self.read_body(receive)
+        if scope["path"] in self.json_routes:
+            body = await self.read_body(receive, base64_length(self.max_request_bytes))
+            files = {"images": self.parse_json(Headers(scope=scope), body, self.json_routes[scope["path"]])}
+            facts(scope)["images"] = len(files["images"])
+            await self.app({**scope, FORM: files}, replay(b"", receive), send)
+            return
+        if scope["path"] not in self.fields:
+            await self.app(scope, receive, send)
+            return
+        body = await self.read_body(receive, self.max_request_bytes)
         expected = self.fields[scope["path"]]
         if not expected:  # BentoML answers a body it cannot parse with a 500: give it what it expects
             headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")]
@@ -85,7 +117,7 @@ class Forms:
         facts(scope)["images"] = sum(len(v) for v in files.values())
         await self.app({**scope, FORM: files}, replay(b"", receive), send)
 
-    async def read_body(self, receive: Receive) -> bytes:
+    async def read_body(self, receive: Receive, limit: int) -> bytes:
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -93,8 +125,8 @@ class Forms:
                 break
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
-            if size > self.max_request_bytes:
-                raise PayloadTooLarge(f"request body exceeds the limit of {self.max_request_bytes:,} bytes")
+            if size > limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {limit:,} bytes")
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
@@ -148,6 +180,36 @@ class Forms:
             return files
         finally:
             await form.close()
+
+    def parse_json(self, headers: Headers, body: bytes, most: int) -> list[Upload]:
+        """The images of a JSON body, decoded from base64 (whitespace and a `data:...;base64,` prefix
+        allowed), each within the file limit."""
+        if not headers.get("content-type", "").startswith("application/json"):
+            raise UnsupportedMediaType(JSON_SHAPES)
+        try:
+            request = JSON_BODY.validate_json(body)
+        except ValidationError as e:
+            error = e.errors()[0]
+            where = ".".join(str(part) for part in error["loc"][1:])
+            raise ValidationFailed(f"{error['msg']}{f' at {where}' if where else ''}: {JSON_SHAPES}") from None
+        encoded = request.images if isinstance(request, ImagesRequest) else [i.b64 for i in request.instances]
+        if len(encoded) > most:
+            raise TooManyImages(f"{len(encoded)} images; the limit is {most}")
+        uploads = []
+        for i, text in enumerate(encoded):
+            text = "".join(text.split())
+            if text.startswith("data:") and ";base64," in text:  # a data URL, as a browser makes one
+                text = text.split(";base64,", 1)[1]
+            if len(text) > base64_length(self.max_file_bytes):
+                raise PayloadTooLarge(f"images[{i}] is over the limit of {self.max_file_bytes:,} bytes")
+            try:
+                data = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError) as e:
+                raise ValidationFailed(f"images[{i}] is not base64 ({e})") from None
+            if len(data) > self.max_file_bytes:
+                raise PayloadTooLarge(f"images[{i}] is {len(data):,} bytes; the limit is {self.max_file_bytes:,}")
+            uploads.append(Upload(None, None, data))
+        return uploads
 
 
 def _is_list(spec: type[bentoml.IODescriptor], name: str) -> bool:
