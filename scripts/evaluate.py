@@ -25,7 +25,10 @@ import os
 import sys
 from pathlib import Path
 
-import matplotlib
+try:  # the plots: a dev tool's (`make serve` leaves matplotlib out), so one line rather than a traceback
+    import matplotlib
+except ModuleNotFoundError:
+    sys.exit("evaluate.py draws its plots with matplotlib, which this install leaves out: run pip install -e '.[dev]'")
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt

@@ -137,6 +137,12 @@ def test_what_needs_torch_says_so_in_one_line(install, training_data, tmp_path):
             f"needs torch, which this install leaves out (serving on the CPU does not): run {INSTALL_TORCH}"
         ), line
     assert not (tmp_path / "run").exists()
+    # The model card's evaluation is a dev tool: its plots need matplotlib, which serving leaves out.
+    done = install.run("scripts/evaluate.py", "--images", str(training_data / "train"), "--checkpoint", str(checkpoint))
+    assert done.returncode != 0
+    assert done.stderr.strip() == (
+        "evaluate.py draws its plots with matplotlib, which this install leaves out: run pip install -e '.[dev]'"
+    )
     # A deployment that names a torch backend: the load fails with the same line, before any work.
     probe = (
         "from model_store import load_classifier\n"
