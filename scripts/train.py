@@ -33,8 +33,8 @@ A continuation starts from trained weights instead of a fresh network (docs/trai
 
 --init takes the shipped weights (`default`), a .safetensors or a .pth. --schedule constant holds
 --lr throughout. --swa keeps an equal-weight average of the weights at every epoch's end (stochastic
-weight averaging), its batch-norm statistics recomputed on 10,000 training images before it is
-evaluated, so every epoch's end leaves an averaged model ready. --teacher distils from cached
+weight averaging), its batch-norm statistics recomputed on 10,000 training images augmented as in
+training before it is evaluated, so every epoch's end leaves an averaged model ready. --teacher distils from cached
 probabilities (scripts/teacher.py): --distill of the loss is the KL divergence to the teacher at
 temperature 1, the rest the label-smoothed cross-entropy. The run ships whichever of the final, EMA
 and averaged weights scores highest on the hold-out.
@@ -55,6 +55,7 @@ import signal
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -226,10 +227,20 @@ def read_teacher(path: Path, n_images: int) -> tuple[torch.Tensor, str]:
 
 
 @torch.no_grad()
-def recompute_bn(model: nn.Module, images: torch.Tensor, spec: ModelSpec) -> None:
-    """Batch-norm statistics for averaged weights, from unaugmented training images in fp32: an average
-    of weights needs statistics of its own."""
-    update_bn((normalize(images[i : i + EVAL_BATCH], spec) for i in range(0, len(images), EVAL_BATCH)), model)
+def recompute_bn(model: nn.Module, images: torch.Tensor, spec: ModelSpec, recipe: Recipe) -> None:
+    """Batch-norm statistics for averaged weights, in fp32, from training images augmented as in training
+    (crop, flip, Cutout; the same draws every time, from the run's seed): an average of weights needs
+    statistics of its own, and the network expects those of the images it was trained on. Statistics of
+    the unaugmented images cost the shipped weights 3.1 pp of hold-out top-1 (92.9 % to 89.8 %); of
+    these, none (docs/training.md#the-continuation)."""
+    generator = torch.Generator().manual_seed(recipe.seed)
+
+    def batches() -> Iterator[torch.Tensor]:
+        for i in range(0, len(images), EVAL_BATCH):
+            batch = normalize(augment(images[i : i + EVAL_BATCH], generator), spec)
+            yield cut_out(batch, recipe.cutout, generator) if recipe.cutout else batch
+
+    update_bn(batches(), model)
 
 
 def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
@@ -499,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         epoch += 1
         if swa is not None:
             swa.update_parameters(model)
-            recompute_bn(swa.module, bn_images, spec)
+            recompute_bn(swa.module, bn_images, spec, recipe)
         record = {
             "epoch": epoch,
             "step": step,
