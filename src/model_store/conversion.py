@@ -13,6 +13,7 @@ is built the same way (backends.py). `quantize_ir` adds the int8 IR (NNCF).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -46,7 +47,13 @@ def build_ir(spec: ModelSpec, weights: Weights) -> openvino.Model:
         _named(ops.matmul(x, _const(weights["fc_out.weight"]), transpose_a=False, transpose_b=True), "fc_out"),
         _const(weights["fc_out.bias"]),
     )
-    return openvino.Model([ops.result(logits, name="logits")], [images], "pyramidnet")
+    graph = openvino.Model([ops.result(logits, name="logits")], [images], "pyramidnet")
+    for index, op in enumerate(graph.get_ordered_ops()):
+        # OpenVINO names an op it was not given a name for by a counter of every op the process has made
+        # (Constant_6671): the same weights would store a different IR in another process. By position.
+        if re.fullmatch(rf"{op.get_type_name()}_\d+", op.get_friendly_name()):
+            op.set_friendly_name(f"{op.get_type_name()}_{index}")
+    return graph
 
 
 def ir_classifier(spec: ModelSpec, weights: Weights, *, tag: str) -> Classifier:
@@ -110,7 +117,8 @@ def _block(x: openvino.Node, weights: Weights, prefix: str, stride: int) -> open
     shortcut = x
     if added:  # the new channels of the identity are zeros (IdentityPadding)
         zeros = _const(np.array([0, 0, 0, 0], dtype=np.int64))
-        shortcut = ops.pad(shortcut, zeros, _const(np.array([0, added, 0, 0], dtype=np.int64)), "constant")
+        ends = _const(np.array([0, added, 0, 0], dtype=np.int64))
+        shortcut = ops.pad(shortcut, zeros, ends, "constant", _const(np.array(0, dtype=np.float32)))
     if stride == 2:
         shortcut = ops.avg_pool(shortcut, [2, 2], [0, 0], [0, 0], [2, 2], exclude_pad=True, rounding_type="ceil")
     return _named(ops.add(out, shortcut), f"{prefix}.add")
@@ -135,4 +143,5 @@ def _named(node: openvino.Node, name: str) -> openvino.Node:
 
 
 def _const(value: np.ndarray) -> openvino.Node:
-    return ops.constant(np.ascontiguousarray(value, dtype=np.float32 if value.dtype.kind == "f" else value.dtype))
+    dtype = np.float32 if value.dtype.kind == "f" else value.dtype
+    return ops.constant(np.array(value, dtype=dtype, order="C"))  # not ascontiguousarray: it makes a scalar 1-d

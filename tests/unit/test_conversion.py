@@ -9,7 +9,7 @@ import torch
 
 from model_store import ModelSpec
 from model_store.architecture import as_arrays, build_network, from_spec
-from model_store.conversion import build_ir
+from model_store.conversion import build_ir, save_ir
 from model_store.imaging import normalize
 from model_store.inference import softmax
 from model_store.openvino_ir import compile_ir
@@ -56,3 +56,15 @@ def test_the_graph_takes_any_batch_size():
     graph = build_ir(spec, as_arrays(from_spec(spec)))
     assert graph.input(0).get_partial_shape().to_string() == "[?,3,32,32]"
     assert isinstance(graph, openvino.Model)
+
+
+def test_the_same_weights_store_the_same_ir_whatever_was_built_before(tmp_path):
+    """Registration in a fresh process and in a busy one store the same files (OpenVINO would otherwise
+    name unnamed ops by a process-wide counter)."""
+    spec, weights = ModelSpec(), embedded_default().state_dict
+    first = save_ir(build_ir(spec, weights), tmp_path / "first")
+    for _ in range(2):
+        build_ir(ModelSpec(num_layers=2, alpha=12), as_arrays(from_spec(ModelSpec(num_layers=2, alpha=12))))
+    again = save_ir(build_ir(spec, weights), tmp_path / "again")
+    assert first.read_bytes() == again.read_bytes()
+    assert first.with_suffix(".bin").read_bytes() == again.with_suffix(".bin").read_bytes()
