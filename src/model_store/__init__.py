@@ -8,6 +8,8 @@ choice). The layers, and the contracts that keep them, are in docs/architecture.
 
 from __future__ import annotations
 
+__version__ = "0.1.0"  # the package's one version (pyproject.toml reads it)
+
 from .errors import ApiError, ImageTooLarge, InvalidImage, TooManyImages, UnsupportedMediaType, ValidationFailed
 from .imaging import decode_image, preprocess, preprocess_batch
 from .inference import Classifier

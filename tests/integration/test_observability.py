@@ -8,6 +8,7 @@ import time
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+import model_store
 from model_store import telemetry
 
 
@@ -59,6 +60,20 @@ def test_error_contract_is_in_the_openapi_schema(server):
     responses = spec["paths"]["/classify_batch"]["post"]["responses"]
     assert "TOO_MANY_IMAGES" in responses["413"]["description"]
     assert "Retry-After" in responses["503"]["headers"]
+
+
+def test_the_openapi_document_describes_this_service_not_a_template(server):
+    spec = httpx.get(server.url + "/docs.json").json()
+    assert spec["info"]["version"] == model_store.__version__
+    assert "contact" not in spec["info"]
+    assert "BentoML" not in json.dumps(spec["tags"])
+    assert all(tag["description"] for tag in spec["tags"])
+    schemas = spec["components"]["schemas"]
+    assert not [name for name in schemas if "IODescriptor" in name or "__" in name]  # framework-made names
+    text = json.dumps(spec)
+    assert not [name for name in schemas if f'"#/components/schemas/{name}"' not in text]  # none unreferenced
+    warning = schemas["ModelInfo"]["properties"]["warning"]
+    assert {"type": "null"} in warning["anyOf"]  # what /model_info answers when nothing needs saying
 
 
 def pyramidnet_samples(server) -> list:

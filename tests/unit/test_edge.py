@@ -57,6 +57,9 @@ async def with_bentoml_id(request: Request) -> Response:
     return JSONResponse({}, headers={"X-BentoML-Request-ID": "1234"})
 
 
+PATHS = {"/classify": {"post": {"responses": {"200": {"description": "OK"}}}}}
+
+
 def tiny_app() -> Starlette:
     return Starlette(
         routes=[
@@ -69,7 +72,7 @@ def tiny_app() -> Starlette:
             Route("/slow", slow, methods=["POST"]),
             Route("/readyz", lambda r: PlainTextResponse("ok")),
             Route("/bento", with_bentoml_id),
-            Route("/docs.json", lambda r: JSONResponse({"openapi": "3.0.2", "info": {"title": "x"}, "paths": {}})),
+            Route("/docs.json", lambda r: JSONResponse({"openapi": "3.0.2", "info": {"title": "x"}, "paths": PATHS})),
         ]
     )
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from .. import __version__
 from ..errors import ALL_ERRORS
 from ..schemas import ErrorResponse
 from .asgi import ASGIApp, Message, Receive, Scope, Send
@@ -20,8 +21,8 @@ TITLE = "PyramidNet-110 CIFAR-10 classifier"
 DESCRIPTION = (
     "Classifies images into the ten CIFAR-10 classes with a PyramidNet-110 (alpha 48). POST image files as "
     "multipart/form-data: one to /classify (or there as the whole body, with an image/* Content-Type), up to the "
-    "batch limit to /classify_batch; /model_info says which model answers and the limits in force. Every error "
-    "answer is "
+    "batch limit to /classify_batch; or as base64 in JSON to /classify_json. /model_info says which model answers "
+    "and the limits in force. Every error answer is "
     '`{"error": {"code", "message"}, "request_id"}` with a stable code, listed under each endpoint.'
 )
 PAGE = f"""<!DOCTYPE html>
@@ -46,6 +47,11 @@ PAGE = f"""<!DOCTYPE html>
 </html>
 """.encode()
 PAGES = frozenset({"/", "/docs"})
+# BentoML's tag names, described for this service (BentoML's own texts describe any service).
+TAGS = {
+    "Service APIs": "Classify images, and describe the model that answers and the limits in force",
+    "Infrastructure": "Liveness and readiness probes for the orchestrator, and Prometheus metrics",
+}
 
 
 class ApiDocs:
@@ -93,7 +99,12 @@ def document(
         generated from it rejects `"warning": null`). `fields`: each image route's file fields and how many
         files each takes: the body is required, a list field holds 1 to that many, and a route of one file
     takes it as a raw image body as well. `json_routes`: the routes whose body is a JsonBody (base64 images)."""
-    spec.setdefault("info", {}).update(title=TITLE, description=DESCRIPTION)
+    info = spec.setdefault("info", {})
+    info.update(title=TITLE, description=DESCRIPTION, version=__version__)
+    info.pop("contact", None)  # BentoML's team, who do not answer for this service
+    spec["tags"] = [
+        {**tag, "description": TAGS.get(tag["name"], tag.get("description"))} for tag in spec.get("tags", [])
+    ]
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     schemas["ErrorResponse"] = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
     schemas.update(schemas["ErrorResponse"].pop("$defs", {}))
@@ -126,8 +137,6 @@ def document(
         if operation is not None:
             schema = _component(schemas, JsonBody)
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
-    for name in [name for name in schemas if name.endswith("__Input")]:  # BentoML's, for the bodies removed
-        del schemas[name]
     by_status: dict[int, list[str]] = {}
     for error in ALL_ERRORS:
         by_status.setdefault(error.status, []).append(error.code)
@@ -144,7 +153,21 @@ def document(
             if status == 503:
                 response["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
             responses[str(status)] = response
+    _prune(schemas, spec)
     return spec
+
+
+def _prune(schemas: dict[str, Any], spec: dict[str, Any]) -> None:
+    """Drop the schemas nothing refers to any more (BentoML's, for the bodies and answers replaced)."""
+    while unused := [
+        name
+        for name in schemas
+        if f'"#/components/schemas/{name}"'
+        not in json.dumps({k: v for k, v in spec.items() if k != "components"})
+        + json.dumps({k: v for k, v in schemas.items() if k != name})
+    ]:
+        for name in unused:
+            del schemas[name]
 
 
 def _component(schemas: dict[str, Any], answer: Any) -> dict[str, Any]:
