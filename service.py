@@ -27,6 +27,7 @@ from model_store import (
     Prediction,
     Settings,
     decode_image,
+    get_model,
     load_classifier,
     preprocess_batch,
     read_spec,
@@ -51,9 +52,12 @@ from model_store.edge import (
     UploadedForm,
     form_fields,
 )
+from model_store.edge.oip import PREFIX as OIP_PREFIX
+from model_store.edge.oip import infer_routes, oip_app
 from model_store.errors import Internal, ModelUnavailable, Overloaded, answers_errors
 from model_store.evaluation import verdict
 from model_store.logs import configure_logging
+from model_store.oip import InferLimits, InferRequest
 from model_store.schemas import BatchingLimits, InputLimits, MeasuredAccuracy, Predictions
 from model_store.shutdown import CountCalls, DrainBeforeExit
 
@@ -65,6 +69,8 @@ API_WORKERS = settings.api_worker_count(cpu_budget())
 FRAMEWORK_TIMEOUT_S = settings.timeout_s + 30
 # The runner's SIGTERM waits for the calls the API workers still send it (see shutdown.py).
 drain = DrainBeforeExit(max_s=settings.timeout_s)
+# The served model, resolved now (`:latest` to its version): the Open Inference Protocol routes by both.
+SERVED = get_model(settings.model).tag
 
 
 @bentoml.service(
@@ -180,6 +186,8 @@ class ClassifyJsonInput(UploadedForm):
     images: list[str] = Field(description="image files in base64, answered in this order")
 
 
+# The Open Inference Protocol (KServe v2) under /v2, beside the routes below (src/model_store/oip.py).
+@bentoml.asgi_app(oip_app(SERVED.name, SERVED.version, bentoml.get_current_service), path="/")
 @bentoml.service(
     name="pyramidnet_classifier",
     workers=API_WORKERS,
@@ -232,6 +240,22 @@ class PyramidNetClassifier:
         answers 503 and the orchestrator restarts the server."""
         return not await self._load_error()
 
+    async def is_live(self) -> bool:
+        """/livez's answer, for /v2/health/live."""
+        return await self.__is_alive__()
+
+    async def is_ready(self) -> bool:
+        """/readyz's answer (the runner loaded the model and answers), for the /v2 readiness routes."""
+        return await self.runner.is_ready(5)
+
+    async def probabilities(self, request: InferRequest) -> np.ndarray:
+        """An Open Inference Protocol request's probabilities: its files as /classify_batch's, or its
+        preprocessed pixels straight to the runner."""
+        if request.pixels is not None:
+            return await self._probabilities(request.pixels)
+        uploads = [Upload(None, None, data) for data in request.images or []]
+        return await self._probabilities(await asyncio.to_thread(self._prepare, uploads))
+
     @bentoml.api(route="/model_info")
     @answers_errors
     async def model_info(self) -> ModelInfo:
@@ -266,6 +290,9 @@ class PyramidNetClassifier:
 
     async def _classify(self, uploads: list[Upload]) -> list[Prediction]:
         batch = await asyncio.to_thread(self._prepare, uploads)
+        return to_predictions(await self._probabilities(batch), self.spec, self.tag)
+
+    async def _probabilities(self, batch: np.ndarray) -> np.ndarray:
         try:
             probabilities = await self.coalesce(batch)
         except BentoMLException as e:
@@ -275,7 +302,7 @@ class PyramidNetClassifier:
         except aiohttp.ClientConnectionError:
             raise await self._runner_failed(f"a batch of {len(batch)}") from None
         telemetry.observe_predictions(probabilities, self.spec.classes)
-        return to_predictions(probabilities, self.spec, self.tag)
+        return probabilities
 
     async def _runner_failed(self, call: str) -> ApiError:
         """The answer to a runner call that failed (logged with its cause): MODEL_UNAVAILABLE if
@@ -322,16 +349,28 @@ APIS = PyramidNetClassifier.apis.values()
 API_ROUTES = [api.route for api in APIS]
 FORM_FIELDS = {api.route: form_fields(api.input_spec, settings.max_images_per_request) for api in APIS}
 JSON_ROUTES = {"/classify_json": settings.max_images_per_request}  # base64 images in JSON, decoded by Forms
-IMAGE_ROUTES = [route for route, fields in FORM_FIELDS.items() if fields] + list(JSON_ROUTES)
+SPEC = read_spec(get_model(settings.model))
+INFER_ROUTES = dict.fromkeys(
+    infer_routes(SERVED.name, SERVED.version),
+    InferLimits(settings.max_images_per_request, settings.max_file_bytes, (3, SPEC.input_size, SPEC.input_size)),
+)
+IMAGE_ROUTES = [route for route, fields in FORM_FIELDS.items() if fields] + list(JSON_ROUTES) + list(INFER_ROUTES)
 ANSWERS = {api.route: typing.get_type_hints(api.func)["return"] for api in APIS}  # what each answers 200 with
 # Outermost first: each part has one job (src/model_store/edge).
 edge = PyramidNetClassifier.add_asgi_middleware
 edge(RequestId)
 edge(AccessLog)
-edge(RequestMetrics, routes=API_ROUTES)
-edge(ApiDocs, routes=API_ROUTES, answers=ANSWERS, fields=FORM_FIELDS, json_routes=JSON_ROUTES)
-edge(ErrorContract)
-edge(SecurityHeaders, routes=API_ROUTES)
+edge(RequestMetrics, routes=API_ROUTES + list(INFER_ROUTES))
+edge(
+    ApiDocs,
+    routes=API_ROUTES,
+    answers=ANSWERS,
+    fields=FORM_FIELDS,
+    json_routes=JSON_ROUTES,
+    oip_model=(SERVED.name, SERVED.version),
+)
+edge(ErrorContract, oip_prefix=OIP_PREFIX)
+edge(SecurityHeaders, routes=API_ROUTES + list(INFER_ROUTES))
 edge(ApiKeys, keys=settings.keys())
 edge(
     Forms,
@@ -339,6 +378,7 @@ edge(
     max_request_bytes=settings.max_request_bytes,
     max_file_bytes=settings.max_file_bytes,
     json_routes=JSON_ROUTES,
+    infer_routes=INFER_ROUTES,
 )
 edge(
     Admission,

@@ -40,6 +40,12 @@ class NotFound(ApiError):
     status, code = 404, "NOT_FOUND"
 
 
+class ModelNotFound(ApiError):
+    """The Open Inference Protocol's routes: no such model, or no such version of it, here."""
+
+    status, code = 404, "MODEL_NOT_FOUND"
+
+
 class MethodNotAllowed(ApiError):
     status, code = 405, "METHOD_NOT_ALLOWED"
 

@@ -18,11 +18,11 @@ from collections.abc import Collection, Sequence
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
-from .errors import ALL_ERRORS, Internal, NotReady, Overloaded
+from .errors import ALL_ERRORS, Internal, ModelNotFound, NotReady, Overloaded
 
 OK = "OK"  # the `code` of an answer that is not an error
 OTHER_ROUTE = "other"  # the `route` of a path the service does not serve
-CODES = frozenset({OK, NotReady.code} | {e.code for e in ALL_ERRORS})
+CODES = frozenset({OK, NotReady.code, ModelNotFound.code} | {e.code for e in ALL_ERRORS})
 
 # --- Saturation (API workers) -----------------------------------------------------------------
 REQUESTS = Counter("pyramidnet_requests", "answers by route and error code (OK: not an error)", ["route", "code"])

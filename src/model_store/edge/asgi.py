@@ -11,7 +11,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-PROBES = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
+# Probes and scrapes: no API key, not counted as requests (the /v2 pair is the Open Inference Protocol's).
+PROBES = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready"})
 REQUEST_ID_KEY = "pyramidnet.request_id"  # BentoML's own middleware writes scope["request_id"]
 # Filled by the edge's parts as a request passes (scope dicts get copied; this one is shared).
 FACTS = "pyramidnet.facts"

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..bentoml_internals import framework_error_message
 from ..errors import CODES, INTERNAL_MESSAGE, ApiError, Internal, ModelUnavailable, NotReady, error_body
+from ..oip import OipError
 from .asgi import REQUEST_ID_KEY, ASGIApp, Message, Receive, Scope, Send, facts
 
 log = logging.getLogger("pyramidnet.edge")
@@ -23,16 +24,20 @@ PROBE_ERRORS: dict[str, type[ApiError]] = {
 class ErrorContract:
     """An ApiError raised inside becomes its answer; any other error answer from inside (BentoML's
     validation errors, 404, 405, 500) is rewritten into `{"error": {"code", "message"}, "request_id"}`
-    with the code its status implies; 503s always carry Retry-After."""
+    with the code its status implies; 503s always carry Retry-After. Under `oip_prefix` (the Open
+    Inference Protocol's routes) the same answer takes that protocol's shape:
+    `{"error": "<message>", "code", "request_id"}`."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, oip_prefix: str | None = None) -> None:
         self.app = app
+        self.oip_prefix = oip_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rewrite = _Rewrite(scope, send)
+        path, prefix = scope["path"], self.oip_prefix
+        rewrite = _Rewrite(scope, send, oip=prefix is not None and (path == prefix or path.startswith(f"{prefix}/")))
         try:
             await self.app(scope, receive, rewrite)
         except Exception as e:
@@ -48,8 +53,8 @@ class _Rewrite:
     """The `send` inside ErrorContract: passes success through, holds an error answer's start
     until its body is complete, then sends the contract's body instead."""
 
-    def __init__(self, scope: Scope, send: Send) -> None:
-        self.scope, self.send = scope, send
+    def __init__(self, scope: Scope, send: Send, *, oip: bool) -> None:
+        self.scope, self.send, self.oip = scope, send, oip
         self.started = False
         self._held: Message | None = None
         self._chunks: list[bytes] = []
@@ -76,7 +81,12 @@ class _Rewrite:
         if status == 503 and retry_after is None:
             retry_after = 1
         facts(self.scope)["error_code"] = code
-        body = json.dumps(error_body(code, message, self.scope.get(REQUEST_ID_KEY), retry_after)).encode()
+        request_id = self.scope.get(REQUEST_ID_KEY)
+        if self.oip:
+            shaped = OipError(error=message, code=code, request_id=request_id, retry_after=retry_after)
+            body = shaped.model_dump_json(exclude_none=True).encode()
+        else:
+            body = json.dumps(error_body(code, message, request_id, retry_after)).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if retry_after is not None:
             headers.append((b"retry-after", str(retry_after).encode()))

@@ -13,9 +13,21 @@ from pydantic import TypeAdapter
 
 from .. import __version__
 from ..errors import ALL_ERRORS
+from ..oip import (
+    HEADER_LENGTH,
+    InferenceRequest,
+    InferenceResponse,
+    Liveness,
+    ModelMetadata,
+    ModelReadiness,
+    OipError,
+    Readiness,
+    ServerMetadata,
+)
 from ..schemas import ErrorResponse
 from .asgi import ASGIApp, Message, Receive, Scope, Send
 from .forms import JsonBody, raw_field
+from .oip import PREFIX
 
 TITLE = "PyramidNet-110 CIFAR-10 classifier"
 DESCRIPTION = (
@@ -23,7 +35,9 @@ DESCRIPTION = (
     "multipart/form-data: one to /classify (or there as the whole body, with an image/* Content-Type), up to the "
     "batch limit to /classify_batch; or as base64 in JSON to /classify_json. /model_info says which model answers "
     "and the limits in force. Every error answer is "
-    '`{"error": {"code", "message"}, "request_id"}` with a stable code, listed under each endpoint.'
+    '`{"error": {"code", "message"}, "request_id"}` with a stable code, listed under each endpoint. '
+    "Under /v2 the same model speaks the Open Inference Protocol (KServe v2: Triton's and KServe's clients), "
+    'whose error answers are `{"error": "<message>", "code", "request_id"}`.'
 )
 PAGE = f"""<!DOCTYPE html>
 <html lang="en">
@@ -51,6 +65,20 @@ PAGES = frozenset({"/", "/docs"})
 TAGS = {
     "Service APIs": "Classify images, and describe the model that answers and the limits in force",
     "Infrastructure": "Liveness and readiness probes for the orchestrator, and Prometheus metrics",
+    "Open Inference Protocol": "The KServe v2 REST protocol (Triton, KServe, MLServer clients): health, "
+    "metadata and inference of the served model, by name and by name and version",
+}
+OIP_TAG = "Open Inference Protocol"
+# The protocol's error answers, by status, with the codes each can carry.
+OIP_ERRORS = {
+    400: "VALIDATION_ERROR, INVALID_IMAGE",
+    401: "UNAUTHORIZED",
+    404: "MODEL_NOT_FOUND",
+    413: "PAYLOAD_TOO_LARGE, IMAGE_TOO_LARGE, TOO_MANY_IMAGES",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    500: "INTERNAL",
+    503: "OVERLOADED, MODEL_UNAVAILABLE, NOT_READY",
+    504: "TIMEOUT",
 }
 
 
@@ -65,12 +93,15 @@ class ApiDocs:
         answers: Mapping[str, Any] | None = None,
         fields: Mapping[str, Mapping[str, int]] | None = None,
         json_routes: Collection[str] = (),
+        oip_model: tuple[str, str] | None = None,
     ) -> None:
+        """`oip_model`: (name, version) of the model the Open Inference Protocol's routes serve."""
         self.app = app
         self.routes = routes
         self.answers = answers or {}
         self.fields = fields or {}
         self.json_routes = json_routes
+        self.oip_model = oip_model
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and scope["path"] in PAGES:
@@ -79,7 +110,8 @@ class ApiDocs:
             await send({"type": "http.response.body", "body": PAGE if scope["method"] == "GET" else b""})
         elif scope["type"] == "http" and scope["path"] == "/docs.json":
             transform = _Transform(
-                send, lambda spec: document(spec, self.routes, self.answers, self.fields, self.json_routes)
+                send,
+                lambda spec: document(spec, self.routes, self.answers, self.fields, self.json_routes, self.oip_model),
             )
             await self.app(scope, receive, transform)
         else:
@@ -92,13 +124,15 @@ def document(
     answers: Mapping[str, Any] | None = None,
     fields: Mapping[str, Mapping[str, int]] | None = None,
     json_routes: Collection[str] = (),
+    oip_model: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """The title and description, the ErrorResponse schema, and on every POST of `routes` one
-        response per error status with the codes it can carry. `answers`: the type each route answers
-        200 with, whose schema replaces BentoML's (which drops `null` from optional fields, so a client
-        generated from it rejects `"warning": null`). `fields`: each image route's file fields and how many
-        files each takes: the body is required, a list field holds 1 to that many, and a route of one file
-    takes it as a raw image body as well. `json_routes`: the routes whose body is a JsonBody (base64 images)."""
+    response per error status with the codes it can carry. `answers`: the type each route answers
+    200 with, whose schema replaces BentoML's (which drops `null` from optional fields, so a client
+    generated from it rejects `"warning": null`). `fields`: each image route's file fields and how many
+    files each takes: the body is required, a list field holds 1 to that many, and a route of one file
+    takes it as a raw image body as well. `json_routes`: the routes whose body is a JsonBody (base64
+    images). `oip_model`: (name, version) of the model the Open Inference Protocol's routes serve."""
     info = spec.setdefault("info", {})
     info.update(title=TITLE, description=DESCRIPTION, version=__version__)
     info.pop("contact", None)  # BentoML's team, who do not answer for this service
@@ -153,8 +187,67 @@ def document(
             if status == 503:
                 response["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
             responses[str(status)] = response
+    if oip_model is not None:
+        spec.setdefault("paths", {}).update(oip_paths(schemas, *oip_model))
+        spec["tags"].append({"name": OIP_TAG, "description": TAGS[OIP_TAG]})
     _prune(schemas, spec)
     return spec
+
+
+def oip_paths(schemas: dict[str, Any], name: str, version: str) -> dict[str, Any]:
+    """The Open Inference Protocol's routes (edge/oip.py) for model `name` at `version`."""
+    errors = _component(schemas, OipError)
+
+    def operation(summary: str, answer: Any, statuses: Collection[int], **more: Any) -> dict[str, Any]:
+        responses: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {"schema": answer}}}}
+        for status in statuses:
+            responses[str(status)] = {
+                "description": "code: " + OIP_ERRORS[status],
+                "content": {"application/json": {"schema": errors}},
+            }
+            if status == 503:
+                responses[str(status)]["headers"] = {
+                    "Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}
+                }
+        return {"tags": [OIP_TAG], "summary": summary, "responses": responses, **more}
+
+    def answer(model: Any) -> dict[str, Any]:
+        return _component(schemas, model)
+
+    binary = {"type": "string", "format": "binary", "description": "the JSON, then the tensors' bytes"}
+    infer = operation(
+        "Inference: `images` (BYTES [N], encoded files) or `pixels` (FP32 [N, 3, H, W], preprocessed) -> "
+        "`probabilities` (FP32 [N, classes]; with `classification: k`, the top k as BYTES)",
+        answer(InferenceResponse),
+        (400, 401, 404, 413, 415, 503, 504),
+        requestBody={
+            "required": True,
+            "content": {
+                "application/json": {"schema": answer(InferenceRequest)},
+                "application/octet-stream": {"schema": binary},
+            },
+        },
+        parameters=[
+            {
+                "name": HEADER_LENGTH.title(),
+                "in": "header",
+                "required": False,
+                "description": "binary tensor data extension: the length of the JSON that starts the body",
+                "schema": {"type": "integer", "minimum": 0},
+            }
+        ],
+    )
+    infer["responses"]["200"]["content"]["application/octet-stream"] = {"schema": binary}
+    paths = {
+        PREFIX: {"get": operation("Server metadata: name, version, extensions", answer(ServerMetadata), (401,))},
+        f"{PREFIX}/health/live": {"get": operation("Liveness (as /livez)", answer(Liveness), (503,))},
+        f"{PREFIX}/health/ready": {"get": operation("Readiness (as /readyz)", answer(Readiness), (503,))},
+    }
+    for model in (f"{PREFIX}/models/{name}", f"{PREFIX}/models/{name}/versions/{version}"):
+        paths[model] = {"get": operation("Model metadata: inputs and outputs", answer(ModelMetadata), (401,))}
+        paths[f"{model}/ready"] = {"get": operation("Model readiness", answer(ModelReadiness), (401, 503))}
+        paths[f"{model}/infer"] = {"post": infer}
+    return paths
 
 
 def _prune(schemas: dict[str, Any], spec: dict[str, Any]) -> None:

@@ -8,7 +8,8 @@ one file (`/classify`) also takes the image as the whole body, sent with an `ima
 (`curl --data-binary @cat.jpg -H 'Content-Type: image/jpeg'`, a webhook): the same upload, the same
 checks. `/classify_json` takes the images as base64 in JSON (`{"images": [...]}`, or KServe v1's
 `{"instances": [{"b64": ...}]}`), decoded here into the same uploads, within the same limits counted
-on the decoded bytes.
+on the decoded bytes. An Open Inference Protocol inference request (model_store.oip) is parsed here
+too, within the same limits, and handed to its route through the request scope.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from starlette.formparsers import MultiPartParser
 
 from ..bentoml_internals import ParsedByEdge, multipart_fields
 from ..errors import PayloadTooLarge, TooManyImages, UnsupportedMediaType, ValidationFailed
+from ..oip import HEADER_LENGTH, InferLimits, parse_infer
 from ..schemas import ImagesRequest, InstancesRequest
 from .asgi import ASGIApp, Receive, Scope, Send, facts, replay
+from .oip import INFER
 
 FORM = "pyramidnet.form"
 _SHOWN = 80  # characters of a client-chosen name quoted back in a message
@@ -85,13 +88,16 @@ class Forms:
         max_request_bytes: int,
         max_file_bytes: int,
         json_routes: Mapping[str, int] | None = None,
+        infer_routes: Mapping[str, InferLimits] | None = None,
     ) -> None:
-        """`json_routes`: {route: most images} of the routes that take base64 images in JSON."""
+        """`json_routes`: {route: most images} of the routes that take base64 images in JSON;
+        `infer_routes`: {route: its limits} of the Open Inference Protocol's inference routes."""
         self.app = app
         self.fields = fields
         self.max_request_bytes = max_request_bytes
         self.max_file_bytes = max_file_bytes
         self.json_routes = json_routes or {}
+        self.infer_routes = infer_routes or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -102,6 +108,13 @@ class Forms:
             files = {"images": self.parse_json(Headers(scope=scope), body, self.json_routes[scope["path"]])}
             facts(scope)["images"] = len(files["images"])
             await self.app({**scope, FORM: files}, replay(b"", receive), send)
+            return
+        if limits := self.infer_routes.get(scope["path"]):
+            body = await self.read_body(receive, base64_length(self.max_request_bytes))
+            headers = Headers(scope=scope)
+            request = parse_infer(headers.get("content-type", ""), headers.get(HEADER_LENGTH), body, limits)
+            facts(scope)["images"] = request.count
+            await self.app({**scope, INFER: request}, replay(b"", receive), send)
             return
         if scope["path"] not in self.fields:
             await self.app(scope, receive, send)
