@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ..checkpoints import shipped_as_pth
@@ -63,7 +64,7 @@ def test_shell_commands_in_the_docs_work(server, workdir, doc, command):
     assert result.returncode in (0, 1) if "classify_dir" in command else result.returncode == 0, result.stderr
     if command.startswith("curl"):
         body = json.loads(result.stdout)
-        bad_input = "/etc/hostname" in command
+        bad_input = "/etc/hostname" in command or "resnet50" in command  # the examples of error answers
         assert ("error" in body) == bad_input, result.stdout
     if "save_model" in command:
         assert "94.12" in result.stdout
@@ -85,3 +86,59 @@ def test_python_examples_print_what_the_docs_say(server, workdir, doc):
             if "#" in line:
                 assert out == line.split("#", 1)[1].strip(), f"{doc.name}: {line.strip()} printed {out!r}"
         assert expected  # every example shows at least one output
+
+
+def test_the_docs_page_renders_in_chromium_with_no_request_leaving_the_server(server, tmp_path):
+    """Debian's Chromium, headless, loads / as a visitor would: Swagger UI draws every route, the
+    Open Inference Protocol's included, and every request the page makes goes to the server itself."""
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    from model_store import __version__
+    from model_store.edge.docs import TITLE
+
+    requested: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1600})
+        page.on("request", lambda request: requested.append(request.url))
+        page.goto(server.url + "/", wait_until="networkidle")
+        page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+        title = page.locator(".info .title").inner_text()
+        operations = page.locator(".opblock-summary-path").all_inner_texts()
+        page.screenshot(path=tmp_path / "docs.png", full_page=True)
+        browser.close()
+    assert title.startswith(TITLE)
+    assert __version__ in title
+    assert {"/classify", "/classify_json", "/v2/health/ready", "/v2/models/pyramidnet-cifar10/infer"} <= {
+        o.replace("\u200b", "") for o in operations
+    }
+    assert requested
+    assert [url for url in requested if not url.startswith(server.url)] == []
+    shot = Image.open(tmp_path / "docs.png").convert("RGB")
+    assert shot.width == 1280
+    assert shot.height > 1600  # the whole document, not a blank or an error page
+    assert len(shot.getcolors(maxcolors=1 << 20)) > 100  # text, buttons and colours, drawn
+
+
+def test_the_documents_examples_are_what_the_server_answers(server):
+    """The OpenAPI document's example answers are the served default's for its example bodies (to the
+    rounding the examples print, and the precision this CPU runs)."""
+    from model_store.edge.examples import EXAMPLES
+
+    document = httpx.get(server.url + "/docs.json", timeout=30).json()
+    assert document["components"]["schemas"]["Prediction"]["example"] == EXAMPLES["Prediction"]
+    answered = httpx.post(server.url + "/classify_json", json=EXAMPLES["ImagesRequest"], timeout=60).json()
+    (got,), (expected,) = answered["predictions"], EXAMPLES["Predictions"]["predictions"]
+    assert (got["label"], got["model"]) == (expected["label"], expected["model"])
+    for label, p in expected["probabilities"].items():
+        assert abs(got["probabilities"][label] - p) < 0.01, label
+    infer = httpx.post(
+        server.url + "/v2/models/pyramidnet-cifar10/infer", json=EXAMPLES["InferenceRequest"], timeout=60
+    )
+    top = [entry.split(":", 1)[1] for entry in infer.json()["outputs"][0]["data"]]
+    assert top == [entry.split(":", 1)[1] for entry in EXAMPLES["InferenceResponse"]["outputs"][0]["data"]]
+    info = httpx.post(server.url + "/model_info", timeout=30).json()
+    assert {k: info[k] for k in ("tag", "classes", "preprocessing", "parameters", "limits")} == {
+        k: EXAMPLES["ModelInfo"][k] for k in ("tag", "classes", "preprocessing", "parameters", "limits")
+    }

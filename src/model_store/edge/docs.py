@@ -26,6 +26,7 @@ from ..oip import (
 )
 from ..schemas import ErrorResponse
 from .asgi import ASGIApp, Message, Receive, Scope, Send
+from .examples import EXAMPLES
 from .forms import JsonBody, raw_field
 from .oip import PREFIX
 
@@ -170,7 +171,8 @@ def document(
         operation = spec.get("paths", {}).get(route, {}).get("post")
         if operation is not None:
             schema = _component(schemas, JsonBody)
-            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+            body = {"schema": schema, "example": EXAMPLES["ImagesRequest"]}
+            operation["requestBody"] = {"required": True, "content": {"application/json": body}}
     by_status: dict[int, list[str]] = {}
     for error in ALL_ERRORS:
         by_status.setdefault(error.status, []).append(error.code)
@@ -191,6 +193,9 @@ def document(
         spec.setdefault("paths", {}).update(oip_paths(schemas, *oip_model))
         spec["tags"].append({"name": OIP_TAG, "description": TAGS[OIP_TAG]})
     _prune(schemas, spec)
+    for name, example in EXAMPLES.items():
+        if name in schemas:
+            schemas[name]["example"] = example
     return spec
 
 
@@ -216,14 +221,14 @@ def oip_paths(schemas: dict[str, Any], name: str, version: str) -> dict[str, Any
 
     binary = {"type": "string", "format": "binary", "description": "the JSON, then the tensors' bytes"}
     infer = operation(
-        "Inference: `images` (BYTES [N], encoded files) or `pixels` (FP32 [N, 3, H, W], preprocessed) -> "
-        "`probabilities` (FP32 [N, classes]; with `classification: k`, the top k as BYTES)",
+        "Inference: images (BYTES [N], encoded files) or pixels (FP32 [N, 3, H, W], preprocessed) -> "
+        "probabilities (FP32 [N, classes]; asked for classification: k, the top k as BYTES)",
         answer(InferenceResponse),
         (400, 401, 404, 413, 415, 503, 504),
         requestBody={
             "required": True,
             "content": {
-                "application/json": {"schema": answer(InferenceRequest)},
+                "application/json": {"schema": answer(InferenceRequest), "example": EXAMPLES["InferenceRequest"]},
                 "application/octet-stream": {"schema": binary},
             },
         },
