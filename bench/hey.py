@@ -49,12 +49,20 @@ def multipart(field: str, images: list[bytes]) -> bytes:
 
 
 def hey(
-    url: str, body: Path, concurrency: int, *, duration: float | None = None, requests: int | None = None
+    url: str,
+    body: Path,
+    concurrency: int,
+    *,
+    duration: float | None = None,
+    requests: int | None = None,
+    content_type: str = f"multipart/form-data; boundary={BOUNDARY}",
+    headers: dict[str, str] | None = None,
 ) -> list[tuple[float, int]]:
     """(seconds, status) of every request hey sent: for `duration` seconds, or `requests` in all."""
     if shutil.which("hey") is None:
         raise SystemExit("bench: hey is not installed: apt-get install hey")
     amount = ["-z", f"{duration}s"] if duration is not None else ["-n", str(requests)]
+    extra = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
     out = subprocess.run(
         [
             "hey",
@@ -68,7 +76,8 @@ def hey(
             "-D",
             str(body),
             "-T",
-            f"multipart/form-data; boundary={BOUNDARY}",
+            content_type,
+            *extra,
             "-o",
             "csv",
             url,
