@@ -28,7 +28,9 @@ from model_store.edge import (
 )
 from model_store.edge.asgi import facts
 from model_store.edge.forms import FORM
+from model_store.edge.oip import INFER
 from model_store.errors import InvalidImage, error_response
+from model_store.oip import InferLimits
 
 PNG = b"\x89PNG\r\n\x1a\nnot-really"
 
@@ -38,6 +40,12 @@ async def echo(request: Request) -> Response:
     body = await request.body()
     files = {k: [[u.filename, len(u.data)] for u in v] for k, v in request.scope.get(FORM, {}).items()}
     return JSONResponse({"body": len(body), "files": files, "rid": request.scope.get("pyramidnet.request_id")})
+
+
+async def infer(request: Request) -> Response:
+    """What an inference route saw: the request Forms parsed, and the image count the edge learnt."""
+    parsed = request.scope[INFER]
+    return JSONResponse({"count": parsed.count, "images": facts(request.scope).get("images"), "id": parsed.id})
 
 
 async def fail(request: Request) -> Response:  # as a route with @answers_errors answers
@@ -67,6 +75,8 @@ def tiny_app() -> Starlette:
             Route("/classify_batch", echo, methods=["POST"]),
             Route("/classify_json", echo, methods=["POST"]),
             Route("/model_info", echo, methods=["POST"]),
+            Route("/v2/models/m/infer", infer, methods=["POST"]),
+            Route("/v2/fail", fail, methods=["POST"]),
             Route("/fail", fail, methods=["POST"]),
             Route("/crash", crash, methods=["POST"]),
             Route("/slow", slow, methods=["POST"]),
@@ -233,6 +243,37 @@ def forms(**limits: int) -> httpx.AsyncClient:
 
 
 B64 = base64.b64encode(PNG).decode()
+
+
+def test_an_inference_request_is_parsed_at_the_edge_and_counted_before_admission():
+    limits = InferLimits(max_images=3, max_file_bytes=1_000, image_shape=(3, 32, 32))
+    options = {"fields": FIELDS, "max_request_bytes": 100_000, "max_file_bytes": 1_000}
+
+    def edge() -> httpx.AsyncClient:
+        return contract((Forms, options | {"infer_routes": {"/v2/models/m/infer": limits}}))
+
+    tensor = {"name": "images", "shape": [2], "datatype": "BYTES", "data": [B64, B64]}
+    seen = run(_post(edge(), "/v2/models/m/infer", json={"id": "q", "inputs": [tensor]}))
+    assert seen.json() == {"count": 2, "images": 2, "id": "q"}
+    too_many = {"inputs": [{**tensor, "shape": [4], "data": [B64] * 4}]}
+    refused = run(_post(edge(), "/v2/models/m/infer", json=too_many))
+    assert (refused.status_code, refused.json()["error"]["code"]) == (413, "TOO_MANY_IMAGES")
+
+
+def test_under_the_oip_prefix_every_error_takes_the_protocols_shape():
+    async def scenario():
+        async with client((RequestId, {}), (ErrorContract, {"oip_prefix": "/v2"})) as c:
+            return await c.post("/v2/fail"), await c.get("/v2/nowhere"), await c.post("/fail")
+
+    raised, missing, elsewhere = run(scenario())
+    assert raised.status_code == 400
+    assert raised.json() == {
+        "error": "not an image in a recognised format",
+        "code": "INVALID_IMAGE",
+        "request_id": raised.headers["x-request-id"],
+    }
+    assert (missing.status_code, missing.json()["code"]) == (404, "NOT_FOUND")
+    assert elsewhere.json()["error"]["code"] == "INVALID_IMAGE"  # the contract's own shape outside /v2
 
 
 @pytest.mark.parametrize(
