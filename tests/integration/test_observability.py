@@ -115,8 +115,10 @@ def test_metrics_count_what_was_answered_with_labels_from_a_fixed_set(server, sa
     model = httpx.post(server.url + "/model_info").json()
     assert info[0].labels == {k: model[k] for k in ("tag", "precision", "backend", "device")}
     assert total(after, "pyramidnet_ready") == 1
+    name, version = model["tag"].split(":")
     allowed = {
-        "route": {"/classify", "/classify_batch", "/classify_json", "/model_info", "other"},
+        "route": {"/classify", "/classify_batch", "/classify_json", "/model_info", "other"}
+        | {f"/v2/models/{name}/infer", f"/v2/models/{name}/versions/{version}/infer"},
         "code": telemetry.CODES,
         "label": set(model["classes"]),
     }
