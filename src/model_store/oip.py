@@ -20,7 +20,7 @@ import binascii
 import json
 import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -144,10 +144,11 @@ class InferRequest:
     pixels: np.ndarray | None = None
     classification: int | None = None  # the top k as BYTES, if asked
     binary_output: bool = False
-    count: int = field(init=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "count", len(self.images) if self.images is not None else len(self.pixels))
+    @property
+    def count(self) -> int:
+        """How many images it carries."""
+        return len(self.images) if self.images is not None else len(self.pixels)
 
 
 def server_metadata(version: str) -> dict[str, Any]:
@@ -205,7 +206,7 @@ def encode_infer(
         values: np.ndarray | list[bytes] = np.asarray(probabilities, dtype="<f4")
         output: dict[str, Any] = {"name": PROBABILITIES, "datatype": "FP32", "shape": [n, len(classes)]}
     else:
-        k = request.classification
+        k = min(request.classification, len(classes))  # asked for more than there are: all of them
         top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
         values = [f"{probabilities[i, j]:f}:{j}:{classes[j]}".encode() for i in range(n) for j in top[i]]
         output = {"name": PROBABILITIES, "datatype": "BYTES", "shape": [n, k]}

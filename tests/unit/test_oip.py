@@ -239,6 +239,11 @@ def test_classification_answers_the_top_k_as_tritons_value_index_label_strings()
     body, _ = encode_infer(InferRequest(id=None, images=[b""], classification=2), p, "m", "v1", CIFAR10_CLASSES)
     assert json.loads(body)["outputs"][0]["data"] == ["0.600000:1:automobile", "0.300000:3:cat"]
 
+    body, _ = encode_infer(InferRequest(id=None, images=[b""], classification=50), p, "m", "v1", CIFAR10_CLASSES)
+    everything = json.loads(body)["outputs"][0]
+    assert everything["shape"] == [1, 10]
+    assert len(everything["data"]) == 10
+
 
 def test_a_body_without_a_content_type_is_read_as_json_as_triton_does():
     tensor = {"name": "images", "shape": [1], "datatype": "BYTES", "data": ["aGk="]}
