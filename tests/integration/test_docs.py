@@ -62,7 +62,11 @@ def test_shell_commands_in_the_docs_work(server, workdir, doc, command):
         localize(command, server.url, workdir), shell=True, cwd=workdir, capture_output=True, text=True, timeout=600
     )
     assert result.returncode in (0, 1) if "classify_dir" in command else result.returncode == 0, result.stderr
-    if command.startswith("curl"):
+    if "%{http_code}" in command:  # a probe's status
+        assert result.stdout.strip() == "200"
+    elif "| grep" in command:  # a metric, found
+        assert result.stdout.strip()
+    elif command.startswith("curl"):
         body = json.loads(result.stdout)
         bad_input = "/etc/hostname" in command or "resnet50" in command  # the examples of error answers
         assert ("error" in body) == bad_input, result.stdout
