@@ -15,6 +15,7 @@ from typing import Annotated
 
 import aiohttp
 import bentoml
+import httpx
 import numpy as np
 from bentoml.exceptions import BentoMLException
 from bentoml.validators import ContentType
@@ -69,8 +70,10 @@ API_WORKERS = settings.api_worker_count(cpu_budget())
 FRAMEWORK_TIMEOUT_S = settings.timeout_s + 30
 # The runner's SIGTERM waits for the calls the API workers still send it (see shutdown.py).
 drain = DrainBeforeExit(max_s=settings.timeout_s)
-# The served model, resolved now (`:latest` to its version): the Open Inference Protocol routes by both.
-SERVED = get_model(settings.model).tag
+# The served model, resolved now (`:latest` to its version): the Open Inference Protocol routes by
+# name and version, and its inference routes take images of the spec's size.
+SERVED_MODEL = get_model(settings.model)
+SERVED, SPEC = SERVED_MODEL.tag, read_spec(SERVED_MODEL)
 
 
 @bentoml.service(
@@ -246,7 +249,10 @@ class PyramidNetClassifier:
 
     async def is_ready(self) -> bool:
         """/readyz's answer (the runner loaded the model and answers), for the /v2 readiness routes."""
-        return await self.runner.is_ready(5)
+        try:
+            return await self.runner.is_ready(5)
+        except httpx.HTTPError:  # the runner is not there (yet): not ready, not a server error
+            return False
 
     async def probabilities(self, request: InferRequest) -> np.ndarray:
         """An Open Inference Protocol request's probabilities: its files as /classify_batch's, or its
@@ -349,7 +355,6 @@ APIS = PyramidNetClassifier.apis.values()
 API_ROUTES = [api.route for api in APIS]
 FORM_FIELDS = {api.route: form_fields(api.input_spec, settings.max_images_per_request) for api in APIS}
 JSON_ROUTES = {"/classify_json": settings.max_images_per_request}  # base64 images in JSON, decoded by Forms
-SPEC = read_spec(get_model(settings.model))
 INFER_ROUTES = dict.fromkeys(
     infer_routes(SERVED.name, SERVED.version),
     InferLimits(settings.max_images_per_request, settings.max_file_bytes, (3, SPEC.input_size, SPEC.input_size)),
