@@ -54,7 +54,7 @@ from model_store.edge import (
     form_fields,
 )
 from model_store.edge.oip import PREFIX as OIP_PREFIX
-from model_store.edge.oip import infer_routes, oip_app
+from model_store.edge.oip import infer_routes, oip_app, oip_routes
 from model_store.errors import Internal, ModelUnavailable, Overloaded, answers_errors
 from model_store.evaluation import verdict
 from model_store.logs import configure_logging
@@ -375,7 +375,7 @@ edge(
     oip_model=(SERVED.name, SERVED.version),
 )
 edge(ErrorContract, oip_prefix=OIP_PREFIX)
-edge(SecurityHeaders, routes=API_ROUTES + list(INFER_ROUTES))
+edge(SecurityHeaders, routes=API_ROUTES + oip_routes(SERVED.name, SERVED.version))
 edge(ApiKeys, keys=settings.keys())
 edge(
     Forms,

@@ -44,6 +44,12 @@ def infer_routes(name: str, version: str) -> list[str]:
     return [f"{PREFIX}/models/{name}/infer", f"{PREFIX}/models/{name}/versions/{version}/infer"]
 
 
+def oip_routes(name: str, version: str) -> list[str]:
+    """Every path the routes answer for the model (the health routes, probes, aside)."""
+    models = [f"{PREFIX}/models/{name}", f"{PREFIX}/models/{name}/versions/{version}"]
+    return [PREFIX, *models, *(f"{model}/ready" for model in models), *infer_routes(name, version)]
+
+
 def oip_app(name: str, version: str, served: Callable[[], Served]) -> Starlette:
     """The routes, for model `name` at `version`; `served()` is the service instance (called per request)."""
 
