@@ -10,7 +10,9 @@ The model takes exactly one input:
 It answers `probabilities`, FP32 `[N, classes]`; asked for `{"classification": k}`, that output is
 BYTES `[N, k]` instead, the top k as `"<probability>:<index>:<label>"` (Triton's classification
 extension). Both directions speak the binary tensor data extension (a JSON header whose length is in
-`Inference-Header-Content-Length`, then the raw tensors), which tritonclient uses by default.
+`Inference-Header-Content-Length`, then the raw tensors), which tritonclient uses by default. A
+request body may come gzip- or deflate-compressed (tritonclient's `request_compression_algorithm`),
+inflated within the same limit as an uncompressed one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import binascii
 import json
 import math
 import struct
+import zlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -168,6 +171,26 @@ def model_metadata(name: str, version: str, spec: ModelSpec) -> dict[str, Any]:
         ],
         outputs=[TensorMetadata(name=PROBABILITIES, datatype="FP32", shape=[-1, spec.num_classes])],
     ).model_dump()
+
+
+def inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    """A request body as sent with Content-Encoding `encoding` (gzip, deflate or none), inflated to at
+    most `limit` bytes: a small body that would inflate past it is refused without inflating it all."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise UnsupportedMediaType(f"Content-Encoding {encoding[:_SHOWN]!r}: send gzip, deflate or none")
+    inflater = zlib.decompressobj(31 if encoding == "gzip" else 15)  # HTTP's deflate is zlib-wrapped
+    try:
+        inflated = inflater.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise ValidationFailed(f"the body is not valid {encoding} ({e})") from None
+    if len(inflated) > limit:
+        raise PayloadTooLarge(f"the request body inflates to over the limit of {limit:,} bytes")
+    if not inflater.eof:
+        raise ValidationFailed(f"the {encoding} body ends early")
+    return inflated
 
 
 def parse_infer(content_type: str, header_length: str | None, body: bytes, limits: InferLimits) -> InferRequest:

@@ -103,6 +103,17 @@ def test_tritonclient_bytes_input_answers_classify_batchs_probabilities_bit_for_
     assert np.array_equal(result.as_numpy("probabilities"), classified(server, files))
 
 
+@pytest.mark.parametrize("compression", ["gzip", "deflate"])
+def test_a_compressed_request_from_tritonclient_answers_the_same(
+    server, triton_client, model, sample_jpegs, compression
+):
+    files = images(sample_jpegs, 4)
+    tensor = triton.InferInput("images", [len(files)], "BYTES")
+    tensor.set_data_from_numpy(np.array(files, dtype=object))
+    result = triton_client.infer(model[0], [tensor], request_compression_algorithm=compression)
+    assert np.array_equal(result.as_numpy("probabilities"), classified(server, files))
+
+
 def test_one_image_by_tritonclient_answers_what_classify_answers(server, triton_client, model, sample_jpegs):
     for data in images(sample_jpegs, 3):
         tensor = triton.InferInput("images", [1], "BYTES")

@@ -12,7 +12,7 @@ from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
 from model_store import CIFAR10_CLASSES
 from model_store.errors import ApiError
-from model_store.oip import HEADER_LENGTH, InferLimits, InferRequest, encode_infer, parse_infer
+from model_store.oip import HEADER_LENGTH, InferLimits, InferRequest, encode_infer, inflate, parse_infer
 
 LIMITS = InferLimits(max_images=4, max_file_bytes=1000, image_shape=(3, 32, 32))
 FILES = [b"\x89PNG first", b"\xff\xd8 second"]
@@ -280,3 +280,30 @@ def test_the_documents_examples_are_valid_bodies_and_answers():
     request = parse_infer("application/json", None, json.dumps(EXAMPLES["InferenceRequest"]).encode(), LIMITS)
     assert (request.count, request.classification) == (1, 2)
     assert request.images[0].startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "identity", ""])
+def test_a_compressed_body_is_inflated_as_tritonclient_compresses_it(encoding):
+    import gzip
+    import zlib
+
+    body = json.dumps({"inputs": [{"name": "images", "shape": [1], "datatype": "BYTES", "data": ["aGk="]}]}).encode()
+    sent = {"gzip": gzip.compress, "deflate": zlib.compress}.get(encoding, bytes)(body)
+    assert inflate(sent, encoding, limit=10_000) == body
+
+
+def test_a_body_that_inflates_past_the_limit_or_is_not_what_it_claims_is_refused():
+    import gzip
+
+    bomb = gzip.compress(b"\x00" * 10_000_000)  # 10 MB of zeros in about 10 kB
+    with pytest.raises(ApiError) as caught:
+        inflate(bomb, "gzip", limit=100_000)
+    assert (caught.value.status, caught.value.code) == (413, "PAYLOAD_TOO_LARGE")
+    for body, encoding, code in [
+        (b"not gzip at all", "gzip", "VALIDATION_ERROR"),
+        (gzip.compress(b"{}" * 100)[:20], "gzip", "VALIDATION_ERROR"),
+        (b"{}", "br", "UNSUPPORTED_MEDIA_TYPE"),
+    ]:
+        with pytest.raises(ApiError) as caught:
+            inflate(body, encoding, limit=100_000)
+        assert caught.value.code == code, (body, encoding)

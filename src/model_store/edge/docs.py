@@ -239,7 +239,14 @@ def oip_paths(schemas: dict[str, Any], name: str, version: str) -> dict[str, Any
                 "required": False,
                 "description": "binary tensor data extension: the length of the JSON that starts the body",
                 "schema": {"type": "integer", "minimum": 0},
-            }
+            },
+            {
+                "name": "Content-Encoding",
+                "in": "header",
+                "required": False,
+                "description": "a compressed body (tritonclient's request_compression_algorithm)",
+                "schema": {"type": "string", "enum": ["gzip", "deflate", "identity"]},
+            },
         ],
     )
     infer["responses"]["200"]["content"]["application/octet-stream"] = {"schema": binary}

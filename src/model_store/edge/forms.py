@@ -29,7 +29,7 @@ from starlette.formparsers import MultiPartParser
 
 from ..bentoml_internals import ParsedByEdge, multipart_fields
 from ..errors import PayloadTooLarge, TooManyImages, UnsupportedMediaType, ValidationFailed
-from ..oip import HEADER_LENGTH, InferLimits, parse_infer
+from ..oip import HEADER_LENGTH, InferLimits, inflate, parse_infer
 from ..schemas import ImagesRequest, InstancesRequest
 from .asgi import ASGIApp, Receive, Scope, Send, facts, replay
 from .oip import INFER
@@ -110,8 +110,8 @@ class Forms:
             await self.app({**scope, FORM: files}, replay(b"", receive), send)
             return
         if limits := self.infer_routes.get(scope["path"]):
-            body = await self.read_body(receive, base64_length(self.max_request_bytes))
-            headers = Headers(scope=scope)
+            limit, headers = base64_length(self.max_request_bytes), Headers(scope=scope)
+            body = inflate(await self.read_body(receive, limit), headers.get("content-encoding", ""), limit)
             request = parse_infer(headers.get("content-type", ""), headers.get(HEADER_LENGTH), body, limits)
             facts(scope)["images"] = request.count
             await self.app({**scope, INFER: request}, replay(b"", receive), send)
