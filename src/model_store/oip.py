@@ -17,8 +17,6 @@ inflated within the same limit as an uncompressed one.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
 import struct
@@ -29,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .encoded import decode_base64
 from .errors import PayloadTooLarge, TooManyImages, UnsupportedMediaType, ValidationFailed
 from .spec import ModelSpec
 
@@ -301,7 +300,7 @@ def _images(tensor: RequestInput, binary: bytes | None, limits: InferLimits) -> 
     if binary is not None:
         files = _unpack(binary)
     elif all(isinstance(item, str) for item in tensor.data or []):
-        files = [_base64(i, text, limits) for i, text in enumerate(tensor.data or [])]
+        files = [decode_base64(text, f"images[{i}]", limits.max_file_bytes) for i, text in enumerate(tensor.data or [])]
     else:
         raise ValidationFailed(f"input {IMAGES!r} takes base64 strings in JSON (or raw bytes in binary data)")
     if len(files) != n:
@@ -310,16 +309,6 @@ def _images(tensor: RequestInput, binary: bytes | None, limits: InferLimits) -> 
         if len(data) > limits.max_file_bytes:
             raise PayloadTooLarge(f"images[{i}] is {len(data):,} bytes; the limit is {limits.max_file_bytes:,}")
     return files
-
-
-def _base64(i: int, text: str, limits: InferLimits) -> bytes:
-    text = "".join(text.split())
-    if len(text) > 4 * math.ceil(limits.max_file_bytes / 3):
-        raise PayloadTooLarge(f"images[{i}] is over the limit of {limits.max_file_bytes:,} bytes")
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise ValidationFailed(f"images[{i}] is not base64 ({e})") from None
 
 
 def _unpack(binary: bytes) -> list[bytes]:

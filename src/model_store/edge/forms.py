@@ -14,9 +14,6 @@ too, within the same limits, and handed to its route through the request scope.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import math
 import typing
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -28,6 +25,7 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartParser
 
 from ..bentoml_internals import ParsedByEdge, multipart_fields
+from ..encoded import base64_length, decode_base64
 from ..errors import PayloadTooLarge, TooManyImages, UnsupportedMediaType, ValidationFailed
 from ..oip import HEADER_LENGTH, InferLimits, inflate, parse_infer
 from ..schemas import ImagesRequest, InstancesRequest
@@ -39,11 +37,6 @@ _SHOWN = 80  # characters of a client-chosen name quoted back in a message
 JsonBody = ImagesRequest | InstancesRequest
 JSON_BODY: TypeAdapter[JsonBody] = TypeAdapter(JsonBody)
 JSON_SHAPES = 'send {"images": ["<base64>", ...]} or {"instances": [{"b64": "<base64>"}, ...]} as application/json'
-
-
-def base64_length(size: int) -> int:
-    """The length of `size` bytes in base64: the limits of a JSON body, scaled for the inflation."""
-    return 4 * math.ceil(size / 3)
 
 
 @dataclass(frozen=True)
@@ -208,21 +201,10 @@ class Forms:
         encoded = request.images if isinstance(request, ImagesRequest) else [i.b64 for i in request.instances]
         if len(encoded) > most:
             raise TooManyImages(f"{len(encoded)} images; the limit is {most}")
-        uploads = []
-        for i, text in enumerate(encoded):
-            text = "".join(text.split())
-            if text.startswith("data:") and ";base64," in text:  # a data URL, as a browser makes one
-                text = text.split(";base64,", 1)[1]
-            if len(text) > base64_length(self.max_file_bytes):
-                raise PayloadTooLarge(f"images[{i}] is over the limit of {self.max_file_bytes:,} bytes")
-            try:
-                data = base64.b64decode(text, validate=True)
-            except (binascii.Error, ValueError) as e:
-                raise ValidationFailed(f"images[{i}] is not base64 ({e})") from None
-            if len(data) > self.max_file_bytes:
-                raise PayloadTooLarge(f"images[{i}] is {len(data):,} bytes; the limit is {self.max_file_bytes:,}")
-            uploads.append(Upload(None, None, data))
-        return uploads
+        return [
+            Upload(None, None, decode_base64(text, f"images[{i}]", self.max_file_bytes))
+            for i, text in enumerate(encoded)
+        ]
 
 
 def _is_list(spec: type[bentoml.IODescriptor], name: str) -> bool:
