@@ -299,10 +299,13 @@ def _images(tensor: RequestInput, binary: bytes | None, limits: InferLimits) -> 
     n = _count(tensor, "BYTES", 1, limits)
     if binary is not None:
         files = _unpack(binary)
-    elif all(isinstance(item, str) for item in tensor.data or []):
-        files = [decode_base64(text, f"images[{i}]", limits.max_file_bytes) for i, text in enumerate(tensor.data or [])]
     else:
-        raise ValidationFailed(f"input {IMAGES!r} takes base64 strings in JSON (or raw bytes in binary data)")
+        encoded = tensor.data or []
+        if not all(isinstance(item, str) for item in encoded):
+            raise ValidationFailed(f"input {IMAGES!r} takes base64 strings in JSON (or raw bytes in binary data)")
+        if len(encoded) != n:  # counted before anything is decoded
+            raise ValidationFailed(f"input {IMAGES!r} has shape [{n}] but {len(encoded)} elements")
+        files = [decode_base64(text, f"images[{i}]", limits.max_file_bytes) for i, text in enumerate(encoded)]
     if len(files) != n:
         raise ValidationFailed(f"input {IMAGES!r} has shape [{n}] but {len(files)} elements")
     for i, data in enumerate(files):
