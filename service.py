@@ -214,7 +214,7 @@ class PyramidNetClassifier:
 
     def __init__(self) -> None:
         self.model = self.model_ref
-        self.spec = read_spec(self.model)
+        self.spec = SPEC
         self.tag = str(self.model.tag)
         self.coalesce = Coalescer(self._predict, max_images=settings.max_batch_size)
         telemetry.expect_labels(self.spec.classes)

@@ -6,13 +6,13 @@ third party about every visit; its Swagger UI would also fetch a validator badge
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from pydantic import TypeAdapter
 
 from .. import __version__
-from ..errors import ALL_ERRORS
+from ..errors import ALL_ERRORS, ApiError, ModelNotFound, NotReady
 from ..oip import (
     HEADER_LENGTH,
     InferenceRequest,
@@ -70,17 +70,8 @@ TAGS = {
     "metadata and inference of the served model, by name and by name and version",
 }
 OIP_TAG = "Open Inference Protocol"
-# The protocol's error answers, by status, with the codes each can carry.
-OIP_ERRORS = {
-    400: "VALIDATION_ERROR, INVALID_IMAGE",
-    401: "UNAUTHORIZED",
-    404: "MODEL_NOT_FOUND",
-    413: "PAYLOAD_TOO_LARGE, IMAGE_TOO_LARGE, TOO_MANY_IMAGES",
-    415: "UNSUPPORTED_MEDIA_TYPE",
-    500: "INTERNAL",
-    503: "OVERLOADED, MODEL_UNAVAILABLE, NOT_READY",
-    504: "TIMEOUT",
-}
+# The protocol's routes answer every error the others do, and an unknown model, and (readiness) NOT_READY.
+OIP_ERRORS = (*ALL_ERRORS, ModelNotFound, NotReady)
 
 
 class ApiDocs:
@@ -173,22 +164,16 @@ def document(
             schema = _component(schemas, JsonBody)
             body = {"schema": schema, "example": EXAMPLES["ImagesRequest"]}
             operation["requestBody"] = {"required": True, "content": {"application/json": body}}
-    by_status: dict[int, list[str]] = {}
-    for error in ALL_ERRORS:
-        by_status.setdefault(error.status, []).append(error.code)
+    by_status = _codes_by_status(ALL_ERRORS)
     for route in routes:
         operation = spec.get("paths", {}).get(route, {}).get("post")
         if operation is None:
             continue
         responses = operation.setdefault("responses", {})
         for status, codes in sorted(by_status.items()):
-            response: dict[str, Any] = {
-                "description": "error.code: " + ", ".join(codes),
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
-            }
-            if status == 503:
-                response["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
-            responses[str(status)] = response
+            responses[str(status)] = _error_answer(
+                status, "error.code: " + ", ".join(codes), {"$ref": "#/components/schemas/ErrorResponse"}
+            )
     if oip_model is not None:
         spec.setdefault("paths", {}).update(oip_paths(schemas, *oip_model))
         spec["tags"].append({"name": OIP_TAG, "description": TAGS[OIP_TAG]})
@@ -202,18 +187,12 @@ def document(
 def oip_paths(schemas: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     """The Open Inference Protocol's routes (edge/oip.py) for model `name` at `version`."""
     errors = _component(schemas, OipError)
+    by_status = _codes_by_status(OIP_ERRORS)
 
     def operation(summary: str, answer: Any, statuses: Collection[int], **more: Any) -> dict[str, Any]:
         responses: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {"schema": answer}}}}
         for status in statuses:
-            responses[str(status)] = {
-                "description": "code: " + OIP_ERRORS[status],
-                "content": {"application/json": {"schema": errors}},
-            }
-            if status == 503:
-                responses[str(status)]["headers"] = {
-                    "Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}
-                }
+            responses[str(status)] = _error_answer(status, "code: " + ", ".join(by_status[status]), errors)
         return {"tags": [OIP_TAG], "summary": summary, "responses": responses, **more}
 
     def answer(model: Any) -> dict[str, Any]:
@@ -260,6 +239,21 @@ def oip_paths(schemas: dict[str, Any], name: str, version: str) -> dict[str, Any
         paths[f"{model}/ready"] = {"get": operation("Model readiness", answer(ModelReadiness), (401, 503))}
         paths[f"{model}/infer"] = {"post": infer}
     return paths
+
+
+def _codes_by_status(errors: Iterable[type[ApiError]]) -> dict[int, list[str]]:
+    by_status: dict[int, list[str]] = {}
+    for error in errors:
+        by_status.setdefault(error.status, []).append(error.code)
+    return by_status
+
+
+def _error_answer(status: int, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """An error response of the document: its codes, its body's schema, and a 503's Retry-After."""
+    response: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if status == 503:
+        response["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+    return response
 
 
 def _prune(schemas: dict[str, Any], spec: dict[str, Any]) -> None:
