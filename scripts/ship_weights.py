@@ -45,10 +45,10 @@ from model_store.extras import torch_required
 from model_store.imaging import normalize
 from model_store.openvino_ir import Int8Accuracy, Runtime, compile_ir
 from model_store.paired import upper_bound_pp
-from model_store.registry import SHIPPED_WEIGHTS, embedded_default, ship_weights
+from model_store.registry import SHIPPED_WEIGHTS, embedded_default, int8_belongs_to, ship_weights
 
 with torch_required("scripts/ship_weights.py"):
-    from train import read_split, split_holdout
+    from train import calibration_indices, read_split, split_holdout
 
     from model_store.architecture import build_network
     from model_store.backends import torch_classifier
@@ -70,19 +70,23 @@ def jpeg_copies(exact_labels: np.ndarray, jpeg_labels: np.ndarray) -> np.ndarray
     return np.searchsorted(jpeg_labels, exact_labels) + earlier
 
 
-def ship_int8(weights: Path, data: Path, split: dict[str, Any]) -> tuple[Path, Int8Accuracy]:
-    """The int8 model of the weights at `weights`, beside them, with its hold-out measurement recorded.
-    `split`: the run's hold-out (train.py's `holdout_per_class`, `seed`, `limit_per_class`)."""
+def ship_int8(weights: Path, data: Path, split: dict[str, Any], qat: Path | None = None) -> tuple[Path, Int8Accuracy]:
+    """The int8 model of the weights at `weights`, beside them, with its hold-out measurement recorded: the
+    quantization-aware one at `qat` (scripts/quantize_aware.py, made from these weights), else NNCF's
+    post-training one. `split`: the run's hold-out (train.py's `holdout_per_class`, `seed`, `limit_per_class`)."""
     checkpoint, spec = embedded_default(shipped=weights), ModelSpec()
+    if qat is not None and not int8_belongs_to(qat, checkpoint):
+        raise SystemExit(f"ship_weights: error: {qat} was not made from {weights}")
     images, labels = read_split(data, "train", split.get("limit_per_class"))
     train_idx, holdout = split_holdout(labels, split["holdout_per_class"], split["seed"])
-    calibration = np.concatenate(
-        [train_idx[labels[train_idx] == c][:CALIBRATION_PER_CLASS] for c in range(spec.num_classes)]
-    )
     held, held_labels = normalize(images[holdout], spec), labels[holdout]
     with tempfile.TemporaryDirectory() as scratch:
         fp32 = save_ir(build_ir(spec, checkpoint.state_dict), Path(scratch))
-        int8 = quantize_ir(fp32, normalize(images[calibration], spec), "training images outside the hold-out")
+        if qat is None:
+            calibration = normalize(images[calibration_indices(labels, train_idx, CALIBRATION_PER_CLASS)], spec)
+            int8 = quantize_ir(fp32, calibration, "training images outside the hold-out")
+        else:
+            int8 = qat
         int8_right = _predict(compile_ir(int8, "int8"), held) == held_labels
         fp32_right = _predict(compile_ir(fp32, "fp32"), held) == held_labels
         accuracy = Int8Accuracy(
@@ -134,10 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=SHIPPED_WEIGHTS)
     parser.add_argument("--holdout-per-class", type=int, default=100, help="without --run: the run's (train.py's)")
     parser.add_argument("--seed", type=int, default=0, help="without --run: the run's hold-out seed (train.py's)")
+    parser.add_argument(
+        "--int8", type=Path, help="without --run: ship this int8 model of the weights (quantize_aware.py's int8.xml)"
+    )
     args = parser.parse_args(argv)
+    if args.run is not None and args.int8 is not None:
+        parser.error("--int8 is an int8 model of the weights already shipped: new weights (--run) need their own")
     if args.run is None:
         split = {"holdout_per_class": args.holdout_per_class, "seed": args.seed}
-        return _report_int8(*ship_int8(args.out, args.data, split), args.data)
+        return _report_int8(*ship_int8(args.out, args.data, split, args.int8), args.data)
     try:
         checkpoint = read_checkpoint(args.run / "model.pth")
         summary = json.loads((args.run / "summary.json").read_text())

@@ -149,6 +149,12 @@ def split_holdout(labels: np.ndarray, per_class: int, seed: int) -> tuple[np.nda
     return np.setdiff1d(np.arange(len(labels)), holdout), holdout
 
 
+def calibration_indices(labels: np.ndarray, train_idx: np.ndarray, per_class: int) -> np.ndarray:
+    """The first `per_class` images of each class among `train_idx` (outside the hold-out): what the int8
+    models are calibrated on (ship_weights.py, quantize_aware.py)."""
+    return np.concatenate([train_idx[labels[train_idx] == c][:per_class] for c in np.unique(labels)])
+
+
 def to_nchw(images: np.ndarray) -> torch.Tensor:
     """uint8 NHWC -> uint8 NCHW (normalised per batch: 4x less memory than float)."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()

@@ -47,11 +47,16 @@ def build_ir(spec: ModelSpec, weights: Weights) -> openvino.Model:
         _named(ops.matmul(x, _const(weights["fc_out.weight"]), transpose_a=False, transpose_b=True), "fc_out"),
         _const(weights["fc_out.bias"]),
     )
-    graph = openvino.Model([ops.result(logits, name="logits")], [images], "pyramidnet")
+    return named_by_position(openvino.Model([ops.result(logits, name="logits")], [images], "pyramidnet"))
+
+
+def named_by_position(graph: openvino.Model) -> openvino.Model:
+    """The graph with the ops OpenVINO named by a counter of every op the process has made (Constant_6671,
+    or a fused op's source, Multiply_85432) renamed by their position: otherwise the same weights would save
+    a different IR in another process."""
+    graph.set_friendly_name("pyramidnet")
     for index, op in enumerate(graph.get_ordered_ops()):
-        # OpenVINO names an op it was not given a name for by a counter of every op the process has made
-        # (Constant_6671): the same weights would store a different IR in another process. By position.
-        if re.fullmatch(rf"{op.get_type_name()}_\d+", op.get_friendly_name()):
+        if re.fullmatch(r"[A-Za-z][A-Za-z0-9]*_\d+", op.get_friendly_name()):
             op.set_friendly_name(f"{op.get_type_name()}_{index}")
     return graph
 

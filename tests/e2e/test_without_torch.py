@@ -127,6 +127,7 @@ def test_what_needs_torch_says_so_in_one_line(install, training_data, tmp_path):
         "save_model --checkpoint": ["scripts/save_model.py", "--checkpoint", str(checkpoint)],
         "train": ["scripts/train.py", "--data", str(training_data), "--run", str(tmp_path / "run")],
         "ship_weights": ["scripts/ship_weights.py", "--data", str(training_data)],
+        "quantize_aware": ["scripts/quantize_aware.py", "--data", str(training_data), "--run", str(tmp_path / "qat")],
     }
     for name, command in commands.items():
         done = install.run(*command)
