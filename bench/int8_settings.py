@@ -1,11 +1,12 @@
 """NNCF settings for int8, judged on training images only: how far each lands from fp32.
 
-    python -m bench.int8_settings --model pyramidnet-cifar10:7afb2e792399721b      # 8 to 11 minutes on 2 cores
+    python -m bench.int8_settings --model pyramidnet-cifar10:7afb2e792399721b      # 12 to 16 minutes on 2 cores
 
 The registered model's fp32 IR is quantized with each setting below and compared with fp32 on
 images the int8 choice may look at: the training run's hold-out (`train.py --holdout-per-class`
-images of the training set, never trained on: the same split, same seed) and 5,000 other
-training images that no setting calibrates on. Prints the top-1 agreement with fp32 and the
+images of the training set, never trained on: the same split, same seed), its mirror images (the
+two are 2,000 views no training step saw: the images each precision alone gets right), and 5,000
+other training images that no setting calibrates on. Prints the top-1 agreement with fp32 and the
 probability differences. The test images are not used: a setting chosen here is then measured
 once on them by `bench.precisions`. A figure, not a test.
 """
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA.parent, help="the folder of train-jpeg.tar.gz")
     parser.add_argument("--holdout-per-class", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="the training run's seed (its hold-out split)")
+    parser.add_argument("--only", nargs="+", help="run only the settings whose names contain one of these")
     args = parser.parse_args()
 
     train, per_class = script("train"), script("save_model").CALIBRATION_PER_CLASS
@@ -68,6 +70,9 @@ def main() -> None:
     # save_model.py's calibration: the first images of each class in file order, as read_split orders them
     first = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(spec.num_classes)])
     size = f"{len(first):,}"
+    # ship_weights.py's calibration for the shipped int8 model: as many, all outside the hold-out
+    outside = train.calibration_indices(y, train_idx, per_class)
+    advanced = nncf.quantization.advanced_parameters
     settings = {
         f"{size} (save_model.py), defaults": (first, {}),
         "1,000, defaults": (calibration_pool[:1000], {}),
@@ -77,20 +82,48 @@ def main() -> None:
             calibration_pool[:1000],
             {"preset": nncf.QuantizationPreset.MIXED, "fast_bias_correction": False},
         ),
+        f"{size} outside the hold-out (ship_weights.py), defaults": (outside, {}),
+        f"{size} outside the hold-out, SmoothQuant on convolutions (alpha 0.5)": (
+            outside,
+            {
+                "advanced_parameters": advanced.AdvancedQuantizationParameters(
+                    smooth_quant_alphas=advanced.AdvancedSmoothQuantParameters(convolution=0.5)
+                )
+            },
+        ),
+        f"{size} outside the hold-out, activation ranges from quantiles": (
+            outside,
+            {
+                "advanced_parameters": advanced.AdvancedQuantizationParameters(
+                    activations_range_estimator_params=nncf.quantization.range_estimator.RangeEstimatorParametersSet.MEAN_QUANTILE
+                )
+            },
+        ),
+        f"{size} outside the hold-out, overflow fix off (8-bit first layer)": (
+            outside,
+            {"advanced_parameters": advanced.AdvancedQuantizationParameters(overflow_fix=advanced.OverflowFix.DISABLE)},
+        ),
     }
 
     xml = Path(bentoml.models.get(args.model).path_of(IR_DIR)) / IR_FILES["fp32"]
-    sets = {"hold-out": normalize(x[holdout], spec), "5,000 training": normalize(x[checked], spec)}
+    held = normalize(x[holdout], spec)
+    sets = {
+        "hold-out": held,
+        "mirrored hold-out": np.ascontiguousarray(held[..., ::-1]),
+        "5,000 training": normalize(x[checked], spec),
+    }
     fp32 = compile_ir(xml, "fp32")
     reference = {name: probabilities(fp32, images) for name, images in sets.items()}
     print(f"fp32 top-1 on the hold-out: {percent(reference['hold-out'].argmax(1) == y[holdout])} %\n")
     print(
-        "| setting | hold-out top-1 % | agreement % | max abs Δp "
+        "| setting | hold-out top-1 % | agreement % | max abs Δp | hold-out and mirror: lost / gained, drop pp "
         "| 5,000 training: agreement % | mean abs Δp | seconds |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     graph = openvino.Core().read_model(xml)
     for name, (chosen, options) in settings.items():
+        if args.only and not any(part in name for part in args.only):
+            continue
         start = time.monotonic()
         samples = nncf.Dataset([image[None] for image in normalize(x[chosen], spec).astype(np.float32)])
         quantized = nncf.quantize(graph, samples, subset_size=len(chosen), **options)
@@ -101,9 +134,16 @@ def main() -> None:
             p = {name: probabilities(int8, images) for name, images in sets.items()}
         held, ref_held = p["hold-out"], reference["hold-out"]
         train_p, ref_train = p["5,000 training"], reference["5,000 training"]
+        views = [
+            (p[k].argmax(1) == y[holdout], reference[k].argmax(1) == y[holdout])
+            for k in ("hold-out", "mirrored hold-out")
+        ]
+        lost = sum(int((fp32_right & ~int8_right).sum()) for int8_right, fp32_right in views)
+        gained = sum(int((int8_right & ~fp32_right).sum()) for int8_right, fp32_right in views)
         print(
             f"| {name} | {percent(held.argmax(1) == y[holdout])} | {percent(held.argmax(1) == ref_held.argmax(1))} "
-            f"| {np.abs(held - ref_held).max():.3f} | {percent(train_p.argmax(1) == ref_train.argmax(1))} "
+            f"| {np.abs(held - ref_held).max():.3f} | {lost} / {gained}, {(lost - gained) * 50 / len(holdout):.2f} "
+            f"| {percent(train_p.argmax(1) == ref_train.argmax(1))} "
             f"| {np.abs(train_p - ref_train).mean():.4f} | {time.monotonic() - start:.0f} |",
             flush=True,
         )

@@ -2,6 +2,7 @@
 
     python scripts/ship_weights.py --run runs/pyramidnet110-cutout --data ../shared/data/cifar10
     python scripts/ship_weights.py --data ../shared/data/cifar10      # the int8 model of the weights shipped
+    python scripts/ship_weights.py --data ../shared/data/cifar10 --int8 runs/qat/int8.xml   # its QAT one
 
 Reads RUN/model.pth and RUN/summary.json (scripts/train.py), measures top-1 in fp32 through the
 serving preprocessing on all 10,000 CIFAR-10 test JPEGs, on the 1,017 pixel-exact test images and
@@ -17,7 +18,8 @@ measured and reported, never used to choose.
 
 Then, with or without --run, the weights' int8 model beside them (…-int8.xml, .bin, 3.2 MB):
 NNCF's post-training quantization of their OpenVINO IR, calibrated on 30 training images of each
-class outside the run's hold-out, then measured against fp32 on the hold-out (the run's split: its
+class outside the run's hold-out, or with --int8 the quantization-aware one scripts/quantize_aware.py
+made of the weights already shipped; then measured against fp32 on the hold-out (the run's split: its
 recipe with --run, else --holdout-per-class and --seed). The measurement and the weights' sha256
 are recorded in the IR: the service serves int8 by default only when the drop's upper bound from
 that measurement is within 0.1 pp of fp32 (docs/performance.md#precision). Its top-1 on the
