@@ -29,6 +29,7 @@ import openvino
 from model_store.imaging import normalize
 from model_store.inference import softmax
 from model_store.openvino_ir import IR_DIR, IR_FILES, compile_ir
+from model_store.paired import only_right
 from model_store.spec import ModelSpec
 
 from .hey import DEFAULT_DATA
@@ -134,15 +135,14 @@ def main() -> None:
             p = {name: probabilities(int8, images) for name, images in sets.items()}
         held, ref_held = p["hold-out"], reference["hold-out"]
         train_p, ref_train = p["5,000 training"], reference["5,000 training"]
-        views = [
-            (p[k].argmax(1) == y[holdout], reference[k].argmax(1) == y[holdout])
-            for k in ("hold-out", "mirrored hold-out")
-        ]
-        lost = sum(int((fp32_right & ~int8_right).sum()) for int8_right, fp32_right in views)
-        gained = sum(int((int8_right & ~fp32_right).sum()) for int8_right, fp32_right in views)
+        views = ("hold-out", "mirrored hold-out")
+        lost, gained = only_right(
+            *(np.concatenate([q[k].argmax(1) == y[holdout] for k in views]) for q in (reference, p))
+        )
+        drop_pp = (lost - gained) * 100 / (len(views) * len(holdout))
         print(
             f"| {name} | {percent(held.argmax(1) == y[holdout])} | {percent(held.argmax(1) == ref_held.argmax(1))} "
-            f"| {np.abs(held - ref_held).max():.3f} | {lost} / {gained}, {(lost - gained) * 50 / len(holdout):.2f} "
+            f"| {np.abs(held - ref_held).max():.3f} | {lost} / {gained}, {drop_pp:.2f} "
             f"| {percent(train_p.argmax(1) == ref_train.argmax(1))} "
             f"| {np.abs(train_p - ref_train).mean():.4f} | {time.monotonic() - start:.0f} |",
             flush=True,

@@ -40,6 +40,7 @@ from model_store import ModelSpec
 from model_store.conversion import build_ir, named_by_position
 from model_store.extras import torch_required
 from model_store.openvino_ir import Runtime, compile_ir
+from model_store.paired import only_right
 
 with torch_required("scripts/quantize_aware.py"):
     import torch
@@ -100,11 +101,12 @@ def compare(int8: Runtime, fp32_logits: np.ndarray, images: np.ndarray, labels: 
     """The int8 network against fp32 on the same normalised images, image by image."""
     logits = np.concatenate([int8(images[i : i + EVAL_BATCH]) for i in range(0, len(images), EVAL_BATCH)])
     int8_right, fp32_right = logits.argmax(1) == labels, fp32_logits.argmax(1) == labels
+    losses, gains = only_right(fp32_right, int8_right)
     return {
         "int8_top1": round(float(int8_right.mean() * 100), 2),
         "fp32_top1": round(float(fp32_right.mean() * 100), 2),
-        "losses": int((fp32_right & ~int8_right).sum()),
-        "gains": int((int8_right & ~fp32_right).sum()),
+        "losses": losses,
+        "gains": gains,
         "agreement": round(float((logits.argmax(1) == fp32_logits.argmax(1)).mean() * 100), 2),
     }
 

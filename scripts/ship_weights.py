@@ -46,7 +46,7 @@ from model_store.conversion import build_ir, quantize_ir, save_ir
 from model_store.extras import torch_required
 from model_store.imaging import normalize
 from model_store.openvino_ir import Int8Accuracy, Runtime, compile_ir
-from model_store.paired import upper_bound_pp
+from model_store.paired import only_right, upper_bound_pp
 from model_store.registry import SHIPPED_WEIGHTS, embedded_default, int8_belongs_to, ship_weights
 
 with torch_required("scripts/ship_weights.py"):
@@ -91,13 +91,14 @@ def ship_int8(weights: Path, data: Path, split: dict[str, Any], qat: Path | None
             int8 = qat
         int8_right = _predict(compile_ir(int8, "int8"), held) == held_labels
         fp32_right = _predict(compile_ir(fp32, "fp32"), held) == held_labels
+        losses, gains = only_right(fp32_right, int8_right)
         accuracy = Int8Accuracy(
             int8_top1=round(float(int8_right.mean() * 100), 2),
             fp32_top1=round(float(fp32_right.mean() * 100), 2),
             images=len(holdout),
             on="held-out training images",
-            losses=int((fp32_right & ~int8_right).sum()),
-            gains=int((int8_right & ~fp32_right).sum()),
+            losses=losses,
+            gains=gains,
         )
         graph = openvino.Core().read_model(int8)
         accuracy.record(graph)
@@ -117,7 +118,7 @@ def holdout_gain(new: Weights, old: Weights, data: Path, split: dict[str, Any]) 
     new_right, old_right = (
         _predict(compile_ir(build_ir(spec, weights), "fp32"), held) == labels[holdout] for weights in (new, old)
     )
-    new_only, old_only = int((new_right & ~old_right).sum()), int((old_right & ~new_right).sum())
+    new_only, old_only = only_right(new_right, old_right)
     lower = -upper_bound_pp(old_only, new_only, len(holdout))
     line = (
         f"{new_right.mean() * 100:.2f} % against {old_right.mean() * 100:.2f} % on {len(holdout):,} held-out training "

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 Z_ONE_SIDED_95 = 1.645
+
+
+def only_right(a_right: np.ndarray, b_right: np.ndarray) -> tuple[int, int]:
+    """From whether each of two models gets each image right: how many images model A alone gets right,
+    and how many B alone (what upper_bound_pp reads)."""
+    return int((a_right & ~b_right).sum()), int((b_right & ~a_right).sum())
 
 
 def upper_bound_pp(a_only: int, b_only: int, images: int) -> float:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from model_store.paired import upper_bound_pp
+from model_store.paired import only_right, upper_bound_pp
 
 
 @pytest.mark.parametrize(
@@ -24,3 +25,10 @@ def test_a_gain_is_shown_only_when_the_whole_bound_is_on_its_side():
     assert upper_bound_pp(10, 30, 1000) < 0  # B better: A's advantage is below zero even at its bound
     assert upper_bound_pp(30, 10, 1000) > 0
     assert upper_bound_pp(10, 13, 1000) > 0  # not shown
+
+
+def test_only_right_counts_the_images_each_model_alone_gets_right():
+    a = np.array([True, True, False, False, True])
+    b = np.array([True, False, True, False, False])
+    assert only_right(a, b) == (2, 1)
+    assert only_right(b, a) == (1, 2)
