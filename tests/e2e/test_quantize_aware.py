@@ -14,19 +14,15 @@ from model_store.openvino_ir import Int8Accuracy
 from model_store.registry import SHIPPED_WEIGHTS, embedded_default, int8_belongs_to
 
 from ..scripts import script
-from .test_training import QUICK_RUN
 
 # Two images per class held out of the first three: one trains, both calibrate (NNCF's minimum is one).
 QAT = ["--batch-size", "4", "--eval-every", "2", "--holdout-per-class", "1", "--limit-per-class", "3"]
 
 
 @pytest.fixture(scope="module")
-def quick_weights(training_data, tmp_path_factory) -> Path:
-    """A PyramidNet of one block per stage (depth 8), trained for two epochs: QAT is the same at any depth."""
-    run = tmp_path_factory.mktemp("quick") / "run"
-    trained = script("train.py", "--data", str(training_data), "--run", str(run), *QUICK_RUN)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    return run / "model.pth"
+def quick_weights(quick_run: Path) -> Path:
+    """The session's quick run (a PyramidNet of one block per stage, two epochs): QAT is the same at any depth."""
+    return quick_run / "model.pth"
 
 
 def qat(training_data: Path, run: Path, weights: Path, *extra: str) -> str:

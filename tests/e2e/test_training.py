@@ -17,6 +17,7 @@ from model_store.pth import read_checkpoint
 from model_store.registry import embedded_default, int8_belongs_to, register
 
 from ..scripts import script
+from .recipes import QUICK_RUN, SMALL_RUN
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,39 +36,14 @@ def exact_jpegs(cifar10_dir, test_jpegs, tmp_path_factory) -> Path:
     return root
 
 
-SMALL_RUN = [
-    "--epochs",
-    "2",
-    "--batch-size",
-    "8",
-    "--warmup-epochs",
-    "1",
-    "--ema-decay",
-    "0.9",
-    "--holdout-per-class",
-    "1",
-    "--limit-per-class",
-    "3",
-    "--test-every",
-    "1",
-    "--cutout",
-    "16",
-]
-# Resuming is the same at any depth: a PyramidNet of 1 block per stage (depth 8) makes those runs quick.
-QUICK_RUN = [*SMALL_RUN, "--blocks-per-stage", "1"]
-
-
 @pytest.fixture(scope="module")
-def continuation(training_data, tmp_path_factory) -> list[str]:
-    """A continuation's options (a SWA and distillation recipe) from a finished quick run: its weights, and a
+def continuation(training_data, quick_run, tmp_path_factory) -> list[str]:
+    """A continuation's options (a SWA and distillation recipe) from the finished quick run: its weights, and a
     teacher cached from them."""
-    run = tmp_path_factory.mktemp("first") / "run"
-    first = script("train.py", "--data", str(training_data), "--run", str(run), *QUICK_RUN)
-    assert first.returncode == 0, first.stderr[-3000:]
-    teacher = run.parent / "teacher.npz"
+    teacher = tmp_path_factory.mktemp("teacher") / "teacher.npz"
     cached = script(
         "teacher.py",
-        *("--data", str(training_data), "--out", str(teacher), "--weights", str(run / "model.pth")),
+        *("--data", str(training_data), "--out", str(teacher), "--weights", str(quick_run / "model.pth")),
         *("--holdout-per-class", "1", "--limit-per-class", "3", "--blocks-per-stage", "1"),
     )
     assert cached.returncode == 0, cached.stderr[-3000:]
@@ -75,15 +51,18 @@ def continuation(training_data, tmp_path_factory) -> list[str]:
         assert cache["probabilities"].shape == (30, 10)
         assert np.allclose(cache["probabilities"].sum(1), 1, atol=1e-5)
         assert f"hold-out top-1  {float(cache['holdout_top1']):.2f} % on 10 held-out" in cached.stdout
-    recipe = ["--init", str(run / "model.pth"), "--schedule", "constant", "--lr", "0.02", "--swa"]
+    recipe = ["--init", str(quick_run / "model.pth"), "--schedule", "constant", "--lr", "0.02", "--swa"]
     return [*recipe, "--teacher", str(teacher), "--distill", "0.5"]
 
 
 @pytest.mark.parametrize("kind", ["fresh", "continuation"])
-def test_a_run_in_pieces_is_step_for_step_the_run_in_one(training_data, tmp_path, request, kind):
-    recipe = [*QUICK_RUN, *(request.getfixturevalue("continuation") if kind == "continuation" else [])]
-    whole = script("train.py", "--data", str(training_data), "--run", str(tmp_path / "whole"), *recipe)
-    assert whole.returncode == 0, whole.stderr[-3000:]
+def test_a_run_in_pieces_is_step_for_step_the_run_in_one(training_data, quick_run, tmp_path, request, kind):
+    if kind == "fresh":  # the session's quick run is this recipe in one piece
+        recipe, whole = QUICK_RUN, quick_run
+    else:
+        recipe, whole = [*QUICK_RUN, *request.getfixturevalue("continuation")], tmp_path / "whole"
+        done = script("train.py", "--data", str(training_data), "--run", str(whole), *recipe)
+        assert done.returncode == 0, done.stderr[-3000:]
 
     pieces = tmp_path / "pieces"
     first = script("train.py", "--data", str(training_data), "--run", str(pieces), *recipe, "--time-limit-min", "0")
@@ -105,12 +84,12 @@ def test_a_run_in_pieces_is_step_for_step_the_run_in_one(training_data, tmp_path
         )
         assert piece.returncode == 0, piece.stderr[-3000:]
 
-    a, b = torch.load(tmp_path / "whole" / "model.pth"), torch.load(pieces / "model.pth")
+    a, b = torch.load(whole / "model.pth"), torch.load(pieces / "model.pth")
     assert a.keys() == b.keys()
     assert a["best_val_acc"] == b["best_val_acc"]
     for key, value in a["model_state_dict"].items():
         assert torch.equal(value, b["model_state_dict"][key]), key
-    history = [json.loads(line) for line in (tmp_path / "whole" / "history.jsonl").read_text().splitlines()]
+    history = [json.loads(line) for line in (whole / "history.jsonl").read_text().splitlines()]
     resumed = [json.loads(line) for line in (pieces / "history.jsonl").read_text().splitlines()]
     same = [
         "epoch",
@@ -126,7 +105,7 @@ def test_a_run_in_pieces_is_step_for_step_the_run_in_one(training_data, tmp_path
     if kind == "continuation":  # the averaged weights are evaluated at every epoch's end, on the hold-out and test
         same += ["holdout_top1_swa", "test_top1_swa"]
         assert {h["lr"] for h in history} == {0.02}
-        summary = json.loads((tmp_path / "whole" / "summary.json").read_text())
+        summary = json.loads((whole / "summary.json").read_text())
         best = max(history[-1][f"holdout_top1{s}"] for s in ("", "_ema", "_swa"))
         assert summary["holdout_top1"] == best == a["best_val_acc"]
         assert summary["recipe"]["swa"] is True

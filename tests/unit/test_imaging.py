@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -110,10 +112,18 @@ def test_garbage_and_truncated_files_are_invalid_images(exact_images):
             decode_image(data, max_pixels=10_000)
 
 
+def claiming(side: int) -> bytes:
+    """A PNG whose header claims side x side pixels over the pixel data of one: what a small upload can
+    claim (a one-colour 20000x20000 PNG is a few hundred KB, and decoding it would take 1.2 GB)."""
+    data = bytearray(encode(Image.new("L", (1, 1))))  # signature, then IHDR: length, type, 13 bytes, CRC
+    data[16:24] = struct.pack(">II", side, side)
+    data[29:33] = struct.pack(">I", zlib.crc32(data[12:29]))
+    return bytes(data)
+
+
 @pytest.mark.parametrize("side", [8_000, 20_000])
 def test_pixel_limit_is_checked_before_decoding(side):
-    # A one-colour PNG compresses to a few hundred KB; decoding 20000x20000 would take 1.2 GB.
-    data = encode(Image.new("L", (side, side)), optimize=True)
-    assert len(data) < 2_000_000
+    assert Image.open(io.BytesIO(claiming(100))).size == (100, 100)  # the header is read as written
+    # Decoding first would fail on the missing pixels (InvalidImage): the limit comes before it.
     with pytest.raises(ImageTooLarge, match=r"limit (is|of) 25,000,000"):
-        decode_image(data, max_pixels=25_000_000)
+        decode_image(claiming(side), max_pixels=25_000_000)
