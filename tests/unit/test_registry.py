@@ -172,9 +172,9 @@ def test_shipped_weights_become_the_trained_embedded_default(tmp_path):
     assert meta["training_command"] == "python scripts/train.py ..."
     assert (meta["epoch"], meta["best_val_acc"]) == (200, 95.7)
     assert meta["source"] == "embedded:default.safetensors"
-    loaded = load_network(model)
+    loaded = load_network(model).state_dict()
     for key, value in trained.state_dict().items():
-        assert torch.equal(loaded.state_dict()[key], value)
+        assert torch.equal(loaded[key], value), key
 
 
 def test_without_its_weights_the_default_refuses_plainly(tmp_path):
