@@ -73,7 +73,8 @@ def main() -> None:
     }
     fp32 = compile_ir(build_ir(spec, default.state_dict), "fp32")
     int8 = compile_ir(default.int8_ir, "int8")
-    leads = lead_change(*(logits(run, normalize(x[others], spec)) for run in (int8, fp32)))
+    training = normalize(x[others], spec)
+    leads = lead_change(logits(int8, training), logits(fp32, training))
     quantiles = ", ".join(f"{q:g}: {np.quantile(leads, q):.2f}" for q in (0.5, 0.9, 0.99, 0.999, 1))
     print(f"int8's change to its top class's lead, {len(others):,} training images, by quantile: {quantiles}")
     ran = {name: (logits(int8, images), logits(fp32, images), labels) for name, (images, labels) in views.items()}
