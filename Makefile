@@ -21,7 +21,7 @@ resolve_model = tag="$(MODEL)"; \
 	if [ -z "$$tag" ]; then out=$$($(BIN)/python scripts/save_model.py) || exit 1; \
 	echo "$$out" >&2; tag=$$(echo "$$out" | head -n1); fi
 
-.PHONY: install install-torch serve test test-fast lint build
+.PHONY: install install-torch serve test test-fast lint build image
 
 # Where nvidia-smi lists a GPU, serving runs a torch backend on it: `make serve` installs torch there.
 GPU := $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU ' && echo yes)
@@ -54,8 +54,16 @@ $(CRD_SCHEMAS)/node_modules: $(CRD_SCHEMAS)/package-lock.json
 	npm ci --prefix $(CRD_SCHEMAS) --no-audit --no-fund
 	touch $@
 
+# checkov, the policy checks platform teams run on manifests, in a venv of its own: its pins
+# (networkx, packaging, ...) would move the serving stack's.
+CHECKOV := .checkov
+$(CHECKOV)/.installed:
+	$(PYTHON) -m venv $(CHECKOV)
+	$(CHECKOV)/bin/pip install checkov==3.3.30
+	touch $@
+
 # Also needs prometheus (with promtool) and hey, from Debian: .ci/run installs them.
-test: $(VENV)/.dev $(CRD_SCHEMAS)/node_modules
+test: $(VENV)/.dev $(CRD_SCHEMAS)/node_modules $(CHECKOV)/.installed
 	$(BIN)/python -m pytest
 
 # The unit tier alone: no process, no socket, about a minute.
@@ -70,3 +78,9 @@ lint: $(VENV)/.dev
 
 build: $(VENV)/.serve
 	@$(resolve_model); PYRAMIDNET_MODEL=$$tag $(BIN)/bentoml build -f $(BENTOFILE)
+
+# The bento of `make build`, containerized (Docker, else buildah) as
+# $(REGISTRY)/<bento name>:<package version>-<model version>: the reference is the last line printed.
+REGISTRY ?= localhost
+image: $(VENV)/.serve
+	@$(resolve_model); PYRAMIDNET_MODEL=$$tag scripts/build_image.sh $(BENTOFILE) $(REGISTRY)

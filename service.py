@@ -97,6 +97,7 @@ class PyramidNetRunner:
         self.classifier: Classifier | None = None
         self._settled = threading.Event()  # loaded and warm, or failed
         self._load_error = ""  # why the load failed; it is not tried again
+        telemetry.STARTED.set_to_current_time()
         drain.install()
         threading.Thread(target=self._load, name="load-model", daemon=True).start()
 
@@ -116,6 +117,7 @@ class PyramidNetRunner:
         except Exception as e:
             log.exception("could not load %s", self.model_ref.tag)
             self._load_error = f"{type(e).__name__}: {e}"
+            telemetry.MODEL_LOAD_FAILED.set(1)
         else:
             self.classifier = classifier
             telemetry.publish_model(str(classifier.tag), self._runtime(classifier))

@@ -1,25 +1,27 @@
 #!/usr/bin/env bash
-# Build the service's container image without a Docker engine:
-#   bentoml build  ->  bentoml containerize --backend buildah  (Docker format, so HEALTHCHECK is kept)
+# The service's container image, from the bento that `make build` makes: the model tag pinned (the
+# embedded default unless MODEL / PYRAMIDNET_MODEL names another), containerized and tagged
+#   <REPOSITORY>/<bento name>:<package version>-<model version>
+# which it prints last on stdout (everything else goes to stderr). Run it through `make image`:
 #
-#   scripts/build_image.sh [IMAGE_TAG] [BENTOFILE]
-#   scripts/build_image.sh                                              # GPU image (torch), pyramidnet-cifar10:latest
-#   scripts/build_image.sh pyramidnet-cifar10-cpu:latest bentofile.cpu.yaml    # CPU image (OpenVINO, no torch)
+#   make image                                                  # GPU image (torch): pyramidnet-cifar10
+#   make image BENTOFILE=bentofile.cpu.yaml                     # CPU image (OpenVINO, no torch): pyramidnet-cifar10-cpu
+#   make image BENTOFILE=bentofile.cpu.yaml REGISTRY=registry.example.com/ml
 #
-# On a normal machine buildah pulls the base image (python:3.11-slim) from Docker Hub. Where no
-# registry can be reached, and only then, this script first builds a LOCAL STAND-IN for that base
-# image from Debian packages (debootstrap of Debian bookworm, whose Python is 3.11) and tags it
-# under the base image's name, saying so loudly. What users on a normal machine get is unchanged.
-# Needs: buildah, and debootstrap for the stand-in (apt-get install buildah debootstrap), root.
+# With Docker when a Docker engine answers, else with buildah (Docker format, so the HEALTHCHECK is
+# kept; the image lands in the storage podman reads). On a normal machine the base image
+# (python:3.11-slim) is pulled from Docker Hub. Where no registry can be reached, and only then, this
+# script first builds a LOCAL STAND-IN for that base image from Debian packages (debootstrap of
+# Debian bookworm, whose Python is 3.11) and tags it under the base image's name, saying so loudly.
+# Needs: docker, or buildah (and debootstrap for the stand-in) as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-IMAGE=${1:-pyramidnet-cifar10:latest}
-BENTOFILE=${2:-bentofile.yaml}
+MODEL=${PYRAMIDNET_MODEL:?"the model tag to pin: run this through make image"}
+BENTOFILE=${1:-bentofile.yaml}
+REPOSITORY=${2:-localhost}
 BASE=python:3.11-slim
 BIN=${BIN:-.venv/bin}
-export BUILDAH_FORMAT=docker       # the OCI format has no HEALTHCHECK
-export BUILDAH_ISOLATION=chroot    # no user namespaces or runc needed
 
 build_stand_in_base() {
     echo "!! ${BASE} cannot be pulled here: building a LOCAL STAND-IN for it from Debian packages." >&2
@@ -49,19 +51,24 @@ build_stand_in_base() {
     rm -rf "$rootfs"
 }
 
-if ! buildah inspect --type image "docker.io/library/${BASE}" >/dev/null 2>&1; then
-    timeout 120 buildah pull "docker.io/library/${BASE}" >&2 || build_stand_in_base
+if docker info >/dev/null 2>&1; then
+    backend=docker
+else
+    backend=buildah
+    export BUILDAH_FORMAT=docker       # the OCI format has no HEALTHCHECK
+    export BUILDAH_ISOLATION=chroot    # no user namespaces or runc needed to build
+    if ! buildah inspect --type image "docker.io/library/${BASE}" >/dev/null 2>&1; then
+        timeout 120 buildah pull "docker.io/library/${BASE}" >&2 || build_stand_in_base
+    fi
 fi
 
-"$BIN/bentoml" models get pyramidnet-cifar10:latest >/dev/null 2>&1 || "$BIN/python" scripts/save_model.py
-BENTO=$("$BIN/bentoml" build -f "$BENTOFILE" -o tag | tail -n 1 | sed 's/^__tag__://')
-echo "bento: ${BENTO}" >&2
+BENTO=$(PYRAMIDNET_MODEL=$MODEL "$BIN/bentoml" build -f "$BENTOFILE" -o tag | tail -n 1 | sed 's/^__tag__://')
+VERSION=$("$BIN/python" -c 'import model_store; print(model_store.__version__)')
+IMAGE="${REPOSITORY}/${BENTO%%:*}:${VERSION}-${MODEL##*:}"
+echo "bento ${BENTO} (model ${MODEL}) -> image ${IMAGE}" >&2
 
 # containerize needs the current directory to contain $TMPDIR when the bento has a Dockerfile
 # template (BentoML refuses "files outside of the current working directory" otherwise).
 export TMPDIR=${TMPDIR:-/tmp}
-(cd "$TMPDIR" && "$OLDPWD/$BIN/bentoml" containerize --backend buildah -t "$IMAGE" "$BENTO" >&2)
-
-echo "image: ${IMAGE}" >&2
-buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' "$IMAGE" >&2
-buildah inspect --type image --format '{{.Docker.Config.Healthcheck}}' "$IMAGE" >&2
+(cd "$TMPDIR" && "$OLDPWD/$BIN/bentoml" containerize --backend "$backend" -t "$IMAGE" "$BENTO" >&2)
+echo "$IMAGE"

@@ -62,6 +62,20 @@ READY = Gauge(
     "1 while the model is loaded, warm and its forward passes succeed (what /readyz reports), else 0",
     multiprocess_mode="livemax",
 )
+# Set once the runner has failed to load its model, which it does not retry (/livez turns 503): the
+# pod is never ready, so no request reaches it and no answer says MODEL_UNAVAILABLE. Scraped anyway.
+MODEL_LOAD_FAILED = Gauge(
+    "pyramidnet_model_load_failed",
+    "1 once the runner has failed to load the model (it does not retry: /livez answers 503), else 0",
+    multiprocess_mode="livemax",
+)
+# When the runner started (Unix time): a new value per start, so its changes count restarts, ready
+# or not, whether or not any request reached them.
+STARTED = Gauge(
+    "pyramidnet_start_time_seconds",
+    "when the model's runner process started, in seconds since the epoch",
+    multiprocess_mode="livemax",
+)
 
 # --- What the model answers (API workers) --------------------------------------------------------
 PREDICTIONS = Counter("pyramidnet_predictions", "images answered, by the top-1 label", ["label"])

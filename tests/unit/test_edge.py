@@ -432,6 +432,8 @@ def test_admission_by_expected_wait_over_all_workers(tmp_path):
     assert shed.status_code == 503
     assert shed.json()["error"]["code"] == "OVERLOADED"
     assert shed.headers["retry-after"] == "1"
+    assert shed.headers["connection"] == "close"  # the retry opens a new connection: maybe to another pod
+    assert "connection" not in fits.headers
     assert shed.json()["error"]["retry_after"] == 1
     assert 0.28 < shed_after < 0.5  # held (2 held + itself) x 0.1 s, not answered at once
 

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from ..bentoml_internals import framework_error_message
-from ..errors import CODES, INTERNAL_MESSAGE, ApiError, Internal, ModelUnavailable, NotReady, error_body
+from ..errors import CODES, INTERNAL_MESSAGE, ApiError, Internal, ModelUnavailable, NotReady, Overloaded, error_body
 from ..oip import OipError
 from .asgi import REQUEST_ID_KEY, ASGIApp, Message, Receive, Scope, Send, facts
 
@@ -24,7 +24,8 @@ PROBE_ERRORS: dict[str, type[ApiError]] = {
 class ErrorContract:
     """An ApiError raised inside becomes its answer; any other error answer from inside (BentoML's
     validation errors, 404, 405, 500) is rewritten into `{"error": {"code", "message"}, "request_id"}`
-    with the code its status implies; 503s always carry Retry-After. Under `oip_prefix` (the Open
+    with the code its status implies; 503s always carry Retry-After, and OVERLOADED closes its
+    connection (so a retry may reach another pod). Under `oip_prefix` (the Open
     Inference Protocol's routes) the same answer takes that protocol's shape:
     `{"error": "<message>", "code", "request_id"}`."""
 
@@ -92,6 +93,10 @@ class _Rewrite:
             headers.append((b"retry-after", str(retry_after).encode()))
         if status == 405 and allow:
             headers.append((b"allow", allow.encode()))
+        if code == Overloaded.code:
+            # A Kubernetes Service balances connections, not requests: closing this one lets the
+            # client's retry open a new connection, which may land on a less busy pod.
+            headers.append((b"connection", b"close"))
         self.started = True
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
         await self.send({"type": "http.response.body", "body": body})
