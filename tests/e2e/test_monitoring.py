@@ -1,7 +1,7 @@
 """The monitoring kit against a real Prometheus scraping a real `bentoml serve` every second, through
 idle, steady load, a retry storm of 256 clients sending 8 images each, and idle again: every query
-the autoscalers, the alerts and the dashboard use returns data, the scaling metric follows the
-storm, the shedding alert knows when it is on."""
+the autoscalers, the alerts, the dashboard and the canary analysis use returns data, the scaling
+metric follows the storm, the shedding alert knows when it is on."""
 
 from __future__ import annotations
 
@@ -24,9 +24,13 @@ from bench.hey import hey, multipart
 from ..servers import REPO, Server, free_port, start_server, stop_server
 
 MONITORING = REPO / "deploy" / "monitoring"
-KEDA = REPO / "deploy" / "k8s" / "components" / "keda" / "scaledobject.yaml"
+KEDA = REPO / "deploy" / "k8s" / "components" / "keda" / "scaledobject" / "scaledobject.yaml"
+ANALYSIS = REPO / "deploy" / "k8s" / "components" / "canary" / "analysistemplate.yaml"
 HPA = REPO / "deploy" / "k8s" / "base" / "hpa.yaml"
 JOB = "pyramidnet"  # the job the ServiceMonitor gives the pods (the Service's name)
+# The labels Prometheus gives each series of a pod: its namespace, and (ServiceMonitor's
+# podTargetLabels) the rollouts-pod-template-hash Argo Rollouts sets on it.
+TARGET_LABELS = {"namespace": "pyramidnet", "rollouts_pod_template_hash": "6d5f8b9c7"}
 STORM_CLIENTS = 256
 # Images per storm request: 2,048 in flight are over the 2 s admission budget on any CPU slower than
 # 1,000 images/s. 256 single images were not on a Zen 4 (bf16, about 330 images/s): nothing shed.
@@ -109,7 +113,12 @@ def prometheus(served: Server, tmp_path_factory) -> Iterator[Prometheus]:
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(home / "rules.yaml")],
-        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [served.url.removeprefix("http://")]}]}],
+        "scrape_configs": [
+            {
+                "job_name": JOB,
+                "static_configs": [{"targets": [served.url.removeprefix("http://")], "labels": TARGET_LABELS}],
+            }
+        ],
     }
     (home / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
@@ -199,8 +208,31 @@ def test_every_query_of_the_kit_returns_data(prometheus, run):
     # An alert's expression has values only while it holds: each metric it reads must have series.
     for group in rules():
         for rule in group["rules"]:
-            for metric in set(re.findall(r"\bpyramidnet_\w+", rule["expr"])):
+            for metric in set(re.findall(rf'\bpyramidnet_\w+|\bup\{{job="{JOB}"\}}', rule["expr"])):
                 assert prometheus.range(f"count({metric})", run.started, run.ended), (rule["alert"], metric)
+
+
+def analysis_queries() -> dict[str, str]:
+    """The canary analysis's queries with its arguments as a Rollout gives them: the new and the old pods
+    both this server (its hash), and the template's defaults."""
+    template = yaml.safe_load(ANALYSIS.read_text())["spec"]
+    args = {arg["name"]: arg.get("value") for arg in template["args"]} | {
+        "namespace": TARGET_LABELS["namespace"],
+        "canary-hash": TARGET_LABELS["rollouts_pod_template_hash"],
+        "stable-hash": TARGET_LABELS["rollouts_pod_template_hash"],
+    }
+    queries = {metric["name"]: metric["provider"]["prometheus"]["query"] for metric in template["metrics"]}
+    return {name: re.sub(r"\{\{args\.([\w-]+)\}\}", lambda arg: args[arg[1]], q) for name, q in queries.items()}
+
+
+def test_every_query_of_the_canary_analysis_reads_what_the_pods_export(prometheus, run):
+    """Each query answers, and each of its selectors (the labels a pod's series carry, the routes, the
+    0.5 confidence bucket) finds series: only the error codes it counts may be absent (none happened)."""
+    for name, query in analysis_queries().items():
+        assert prometheus.range(query, run.started, run.ended), name
+        for selector in re.findall(r"pyramidnet_\w+\{[^}]*\}", query):
+            found = re.sub(r',\s*code=~?"[^"]*"', "", selector)
+            assert prometheus.range(f"count({found})", run.started, run.ended), (name, selector)
 
 
 def test_the_scaling_metric_rises_with_the_storm_and_falls_after_it(prometheus, run):

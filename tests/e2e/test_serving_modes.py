@@ -71,6 +71,12 @@ def test_a_model_that_cannot_load_is_answered_at_once_and_the_server_reports_dea
         }
         ready = httpx.get(server.url + "/readyz", timeout=30)
         oip_ready = httpx.get(server.url + "/v2/health/ready", timeout=30)
+        # What the alerts read with no request reaching the pod (deploy/monitoring/prometheusrule.yaml).
+        metrics = {
+            line.split()[0]: float(line.split()[1])
+            for line in httpx.get(server.url + "/metrics", timeout=30).text.splitlines()
+            if line.startswith(("pyramidnet_model_load_failed ", "pyramidnet_ready ", "pyramidnet_start_time"))
+        }
     finally:
         stop_server(server)
     for route, answer in answers.items():
@@ -80,6 +86,9 @@ def test_a_model_that_cannot_load_is_answered_at_once_and_the_server_reports_dea
     for answer in (ready, oip_ready):
         assert answer.status_code == 503
         assert code(answer) == "NOT_READY"
+    assert metrics["pyramidnet_model_load_failed"] == 1
+    assert metrics["pyramidnet_ready"] == 0
+    assert metrics["pyramidnet_start_time_seconds"] > 0
     reason = {"fp16": "fp16 runs only on CUDA", "bf16": "bf16 needs a CPU that computes it natively"}[precision]
     assert "could not load" in server.log.read_text()
     assert reason in server.log.read_text()

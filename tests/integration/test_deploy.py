@@ -24,6 +24,7 @@ from model_store import __version__
 from model_store.encoded import base64_length
 from model_store.settings import Settings
 
+from ..readme import deploy_block
 from ..servers import REPO
 
 DEPLOY = REPO / "deploy"
@@ -362,14 +363,6 @@ python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$(basename "$0")
 """
 
 
-def readme_block(marker: str) -> str:
-    """The bash block that follows `<!-- deploy: MARKER` in README.md."""
-    readme = (REPO / "README.md").read_text()
-    found = re.search(rf"<!-- deploy: {marker}\b.*?-->\n```bash\n(.*?)```", readme, re.DOTALL)
-    assert found, f"README.md has no deploy: {marker} block"
-    return found[1]
-
-
 def test_readmes_cluster_steps_render_and_validate(tmp_path, default_model):
     """README's cluster block, run as written in a copy of the repository's deploy/ with the image the
     image block makes; `helm` and `kubectl` are recorded instead of reaching a cluster, and what they
@@ -384,7 +377,7 @@ def test_readmes_cluster_steps_render_and_validate(tmp_path, default_model):
     image = f"registry.example.com/ml/pyramidnet-cifar10-cpu:{__version__}-{default_model.tag.version}"
     calls = tmp_path / "calls.jsonl"
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "IMAGE": image, "CALLS": str(calls)}
-    script = ["bash", "-euo", "pipefail", "-c", readme_block("cluster")]
+    script = ["bash", "-euo", "pipefail", "-c", deploy_block("cluster")]
     done = subprocess.run(script, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     recorded = [json.loads(line) for line in calls.read_text().splitlines()]

@@ -115,6 +115,10 @@ def test_metrics_count_what_was_answered_with_labels_from_a_fixed_set(server, sa
     model = httpx.post(server.url + "/model_info").json()
     assert info[0].labels == {k: model[k] for k in ("tag", "precision", "backend", "device")}
     assert total(after, "pyramidnet_ready") == 1
+    assert total(after, "pyramidnet_model_load_failed") == 0
+    started = [s.value for s in after if s.name == "pyramidnet_start_time_seconds"]
+    assert len(started) == 1  # the runner's: one series, not one per process
+    assert 0 < time.time() - started[0] < 24 * 3600
     name, version = model["tag"].split(":")
     allowed = {
         "route": {"/classify", "/classify_batch", "/classify_json", "/model_info", "other"}
