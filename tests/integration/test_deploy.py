@@ -22,6 +22,7 @@ import yaml
 
 from model_store import __version__
 from model_store.encoded import base64_length
+from model_store.errors import ALL_ERRORS, Overloaded
 from model_store.settings import Settings
 
 from ..readme import deploy_block
@@ -408,3 +409,24 @@ def test_readmes_cluster_steps_render_and_validate(tmp_path, default_model):
     assert secret_volume["secretName"] == secret["metadata"]["name"]  # the generated name, hash suffix and all
     assert base64.b64decode(secret["data"]["api-keys"]).decode().strip() == key
     assert {"ServiceMonitor", "HorizontalPodAutoscaler", "Ingress", "NetworkPolicy"} <= found.keys()
+
+
+def test_the_canary_analysis_reads_what_the_service_means(tmp_path):
+    """Its server errors are every 5xx code of the error contract but shedding (measured on its own),
+    its expected low-confidence share is the model card's, and it judges the Rollout's own pods."""
+    resources = by_kind(render("cpu+monitoring+canary", tmp_path))
+    template = resources["AnalysisTemplate"]["spec"]
+    metrics = {m["name"]: m for m in template["metrics"]}
+    query = metrics["server-errors"]["provider"]["prometheus"]["query"]
+    counted = set(re.search(r'code=~"([^"]+)"', query)[1].split("|"))
+    server_errors = {e.code for e in ALL_ERRORS if e.status >= 500} - {Overloaded.code}
+    assert counted == server_errors
+    operations = (REPO / "docs" / "operations.md").read_text()
+    card = re.search(r"The default model answers ([\d.]+) % of the 10,000", operations)
+    defaults = {arg["name"]: arg.get("value") for arg in template["args"]}
+    assert float(defaults["low-confidence-share"]) == pytest.approx(float(card[1]) / 100)
+    rollout = resources["Rollout"]["spec"]["strategy"]["canary"]["analysis"]
+    assert [t["templateName"] for t in rollout["templates"]] == [resources["AnalysisTemplate"]["metadata"]["name"]]
+    given = {arg["name"] for arg in rollout["args"]}
+    assert given == {name for name, value in defaults.items() if value is None}  # every argument without a default
+    assert "rollouts-pod-template-hash" in resources["ServiceMonitor"]["spec"]["podTargetLabels"]
