@@ -364,21 +364,26 @@ python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$(basename "$0")
 """
 
 
-def test_readmes_cluster_steps_render_and_validate(tmp_path, default_model):
+@pytest.mark.parametrize("overlay", ["cpu", "gpu"])
+def test_readmes_cluster_steps_render_and_validate(overlay, tmp_path, default_model):
     """README's cluster block, run as written in a copy of the repository's deploy/ with the image the
     image block makes; `helm` and `kubectl` are recorded instead of reaching a cluster, and what they
     would install and apply is checked: the adapter's values serve the HPA's metric, and the user's
-    kustomization renders to valid resources running that image with the generated API-key Secret."""
+    kustomization renders to valid resources running that image with the generated API-key Secret.
+    For the GPU image, README says to use overlays/gpu: the same block with that one change."""
     shutil.copytree(DEPLOY, tmp_path / "deploy")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("kubectl", "helm"):
         (bin_dir / tool).write_text(SHIM)
         (bin_dir / tool).chmod(0o755)
-    image = f"registry.example.com/ml/pyramidnet-cifar10-cpu:{__version__}-{default_model.tag.version}"
+    bento = yaml.safe_load((REPO / {"cpu": "bentofile.cpu.yaml", "gpu": "bentofile.yaml"}[overlay]).read_text())["name"]
+    image = f"registry.example.com/ml/{bento}:{__version__}-{default_model.tag.version}"
     calls = tmp_path / "calls.jsonl"
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "IMAGE": image, "CALLS": str(calls)}
-    script = ["bash", "-euo", "pipefail", "-c", deploy_block("cluster")]
+    block = deploy_block("cluster")
+    assert block.count("overlays/cpu") == 1
+    script = ["bash", "-euo", "pipefail", "-c", block.replace("overlays/cpu", f"overlays/{overlay}")]
     done = subprocess.run(script, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     recorded = [json.loads(line) for line in calls.read_text().splitlines()]

@@ -46,9 +46,13 @@ def localize(text: str, server_url: str, workdir: Path) -> str:
 
 
 def shell_commands() -> list[tuple[str, str]]:
+    """Each command line of the bash blocks, but README's deployment blocks (`<!-- deploy: ... -->`),
+    which run whole, as scripts: test_deploy.py renders the cluster block and the opt-in container test
+    runs the image block."""
     out = []
     for doc in DOCS:
-        for block in blocks(doc, "bash"):
+        marked = re.findall(r"(<!-- deploy: [^>]*-->\n)?```bash\n(.*?)```", doc.read_text(), flags=re.S)
+        for block in [block for marker, block in marked if not marker]:
             for line in block.splitlines():
                 command = line.split("  #")[0].strip()
                 if command and not command.startswith("#") and not any(s in command for s in SKIP):
