@@ -21,7 +21,7 @@ resolve_model = tag="$(MODEL)"; \
 	if [ -z "$$tag" ]; then out=$$($(BIN)/python scripts/save_model.py) || exit 1; \
 	echo "$$out" >&2; tag=$$(echo "$$out" | head -n1); fi
 
-.PHONY: install install-torch serve test test-fast lint build image
+.PHONY: install install-torch serve test test-fast lint build image loadtest data-check
 
 # Where nvidia-smi lists a GPU, serving runs a torch backend on it: `make serve` installs torch there.
 GPU := $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU ' && echo yes)
@@ -42,7 +42,19 @@ $(VENV)/.torch: $(VENV)/.serve
 $(VENV)/.dev: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -e '.[dev]' -c constraints.txt
-	touch $@ $(VENV)/.serve $(VENV)/.torch
+	touch $@ $(VENV)/.serve $(VENV)/.torch $(VENV)/.loadtest
+
+$(VENV)/.loadtest: $(VENV)/.serve
+	$(BIN)/pip install -e '.[loadtest]' -c constraints.txt
+	touch $@
+
+# README's load test: Locust (added to .venv) against the server of `make serve`, 32 users for
+# DURATION, the figures in results/ (LOCUST_ARGS: more options, e.g. --cifar10 DIR).
+HOST ?= http://127.0.0.1:$(PORT)
+DURATION ?= 60s
+loadtest: $(VENV)/.loadtest
+	mkdir -p results
+	$(BIN)/locust -f locustfile.py --headless --host $(HOST) -u 32 -r 8 -t $(DURATION) --csv results/locust $(LOCUST_ARGS)
 
 serve: $(VENV)/.serve
 	@$(resolve_model); echo "serving $$tag on port $(PORT)" >&2; \
@@ -62,8 +74,13 @@ $(CHECKOV)/.installed:
 	$(CHECKOV)/bin/pip install checkov==3.3.30
 	touch $@
 
+# The CIFAR-10 images the tests read (README, "Set-up"): checked before anything is installed.
+DATA := $(or $(CIFAR10_DIR),../shared/data/cifar10)
+data-check:
+	@test -f "$(DATA)/test-jpeg.tar.gz" || { echo "make test needs CIFAR-10 in $(DATA) (or the folder CIFAR10_DIR names): test-jpeg.tar.gz, train-jpeg.tar.gz and test-exact-first1017.npz, as README's Set-up says" >&2; exit 1; }
+
 # Also needs prometheus (with promtool) and hey, from Debian: .ci/run installs them.
-test: $(VENV)/.dev $(CRD_SCHEMAS)/node_modules $(CHECKOV)/.installed
+test: data-check $(VENV)/.dev $(CRD_SCHEMAS)/node_modules $(CHECKOV)/.installed
 	$(BIN)/python -m pytest
 
 # The unit tier alone: no process, no socket, about a minute.

@@ -2,9 +2,9 @@
 
     locust -f locustfile.py --headless --host http://127.0.0.1:3000 -u 32 -r 8 -t 60s --csv results/locust
 
-Options (after the Locust ones): --cifar10 (test-jpeg.tar.gz or a folder of JPEGs; default
-../shared/data/cifar10/test-jpeg.tar.gz), --classify-weight 3, --batch-weight 1, --batch-size 16,
---api-key (or PYRAMIDNET_API_KEY), --max-attempts 4.
+Options (after the Locust ones): --cifar10 (test-jpeg.tar.gz or a folder of JPEGs, searched
+recursively; default samples/, one CIFAR-10 test image of each class), --classify-weight 3,
+--batch-weight 1, --batch-size 16, --api-key (or PYRAMIDNET_API_KEY), --max-attempts 4.
 
 Each user behaves as a well-mannered client: a request shed with 503 OVERLOADED is retried, after
 the Retry-After the answer names, up to --max-attempts times. A shed attempt is not a failure: it
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from locust import HttpUser, between, events
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent / "shared" / "data" / "cifar10" / "test-jpeg.tar.gz"
+DEFAULT_DATA = Path(__file__).resolve().parent / "samples"
 IMAGES: list[bytes] = []
 
 
@@ -68,7 +68,8 @@ class CifarUser(HttpUser):
         n = self.environment.parsed_options.batch_size
         self._post(
             "/classify_batch",
-            [("images", (f"{i}.jpg", img, "image/jpeg")) for i, img in enumerate(random.sample(IMAGES, n))],
+            # Drawn with replacement: a batch may be larger than the images at hand (samples/ has ten).
+            [("images", (f"{i}.jpg", img, "image/jpeg")) for i, img in enumerate(random.choices(IMAGES, k=n))],
         )
 
     def _post(self, path: str, files: list) -> None:

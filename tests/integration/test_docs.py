@@ -41,6 +41,8 @@ def localize(text: str, server_url: str, workdir: Path) -> str:
     return (
         text.replace("http://127.0.0.1:3000", server_url)
         .replace("/tmp/test", str(workdir / "test"))
+        .replace("samples/", f"{REPO}/samples/")
+        .replace("classify_dir.py samples ", f"classify_dir.py {REPO}/samples ")
         .replace(".venv/bin/python scripts/", f"{sys.executable} {REPO}/scripts/")
     )
 
