@@ -251,7 +251,9 @@ def test_the_gpu_overlay_needs_no_spare_gpu_and_never_blocks_a_drain(name, tmp_p
     surge = spec["strategy"]["canary"] if "canary" in spec["strategy"] else spec["strategy"]["rollingUpdate"]
     assert (surge["maxSurge"], surge["maxUnavailable"]) == (0, 1)
     assert spec["replicas"] >= 2
-    assert resources["PodDisruptionBudget"]["spec"] == {"maxUnavailable": 1, "selector": ANY_SELECTOR}
+    budget = resources["PodDisruptionBudget"]["spec"]
+    assert budget["maxUnavailable"] == 1
+    assert "minAvailable" not in budget
     if "ScaledObject" in resources:
         scaler = resources["ScaledObject"]["spec"]
         bounds = scaler["minReplicaCount"], scaler["maxReplicaCount"]
@@ -259,14 +261,6 @@ def test_the_gpu_overlay_needs_no_spare_gpu_and_never_blocks_a_drain(name, tmp_p
         scaler = resources["HorizontalPodAutoscaler"]["spec"]
         bounds = scaler["minReplicas"], scaler["maxReplicas"]
     assert bounds == (2, 4)
-
-
-class _AnySelector(dict):
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, dict) and "matchLabels" in other
-
-
-ANY_SELECTOR = _AnySelector()
 
 
 def test_keda_takes_the_bounds_of_the_overlay_it_is_added_to(tmp_path):
