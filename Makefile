@@ -60,7 +60,7 @@ serve: $(VENV)/.serve
 	@$(resolve_model); echo "serving $$tag on port $(PORT)" >&2; \
 	PYRAMIDNET_MODEL=$$tag exec $(BIN)/bentoml serve service:PyramidNetClassifier --port $(PORT)
 
-# The custom resources' published schemas (KEDA, Prometheus Operator) run on Node.js.
+# The custom resources' published schemas (KEDA, Prometheus Operator, Argo Rollouts) run on Node.js.
 CRD_SCHEMAS := tests/crd_schemas
 $(CRD_SCHEMAS)/node_modules: $(CRD_SCHEMAS)/package-lock.json
 	npm ci --prefix $(CRD_SCHEMAS) --no-audit --no-fund
