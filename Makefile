@@ -21,7 +21,7 @@ resolve_model = tag="$(MODEL)"; \
 	if [ -z "$$tag" ]; then out=$$($(BIN)/python scripts/save_model.py) || exit 1; \
 	echo "$$out" >&2; tag=$$(echo "$$out" | head -n1); fi
 
-.PHONY: install install-torch serve test test-fast lint build image loadtest data-check
+.PHONY: install install-torch serve test test-fast lint build image loadtest data data-check
 
 # Where nvidia-smi lists a GPU, serving runs a torch backend on it: `make serve` installs torch there.
 GPU := $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU ' && echo yes)
@@ -74,10 +74,19 @@ $(CHECKOV)/.installed:
 	$(CHECKOV)/bin/pip install checkov==3.3.30
 	touch $@
 
-# The CIFAR-10 images the tests read (README, "Set-up"): checked before anything is installed.
-DATA := $(or $(CIFAR10_DIR),../shared/data/cifar10)
+# CIFAR-10 for the tests: CIFAR10_DIR, else this project's copy beside the clone, else the official
+# binary version that `make data` downloads (model_store.cifar10.default_source: the same order).
+DATA := $(or $(CIFAR10_DIR),$(wildcard ../shared/data/cifar10),.data/cifar-10-binary.tar.gz)
+CIFAR10_URL := https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz
+data: .data/cifar-10-binary.tar.gz
+
+.data/cifar-10-binary.tar.gz:
+	@mkdir -p .data
+	@curl -fsL --retry 2 --connect-timeout 20 -o $@.part $(CIFAR10_URL) && mv $@.part $@ || { rm -f $@.part; \
+	echo "make data: $(CIFAR10_URL) cannot be reached from here: download it where you can, then put it at $@ or set CIFAR10_DIR to it" >&2; exit 1; }
+
 data-check:
-	@test -f "$(DATA)/test-jpeg.tar.gz" || { echo "make test needs CIFAR-10 in $(DATA) (or the folder CIFAR10_DIR names): test-jpeg.tar.gz, train-jpeg.tar.gz and test-exact-first1017.npz, as README's Set-up says" >&2; exit 1; }
+	@test -e "$(DATA)" || { echo "make test needs CIFAR-10: run make data (the official binary version, 163 MB), or set CIFAR10_DIR to it, its unpacked folder, or this project's layout (README, Set-up)" >&2; exit 1; }
 
 # Also needs prometheus (with promtool) and hey, from Debian: .ci/run installs them.
 test: data-check $(VENV)/.dev $(CRD_SCHEMAS)/node_modules $(CHECKOV)/.installed

@@ -17,13 +17,13 @@ import numpy as np
 import openvino
 import torch
 
-from model_store import ModelSpec
+from model_store import ModelSpec, cifar10
 from model_store.architecture import as_arrays, build_network
 from model_store.conversion import build_ir
 from model_store.imaging import normalize
 from model_store.registry import embedded_default
 
-from .hey import DEFAULT_DATA
+from .hey import data_folder
 
 
 def traced(module: torch.nn.Module, side: int) -> openvino.Model:
@@ -56,7 +56,7 @@ def main() -> None:
         print(f"{name:<24} {seconds[name]:8.2f} s (median of {args.repeat})", flush=True)
     graph_s, traced_s = seconds.values()
     print(f"the graph API takes {graph_s / traced_s:.4f} of the traced path's time ({traced_s / graph_s:.0f}x faster)")
-    batch = normalize(np.load(DEFAULT_DATA.parent / "test-exact-first1017.npz")["images"][:256], spec)
+    batch = normalize(np.load(data_folder() / cifar10.EXACT)["images"][:256], spec)
     core = openvino.Core()
     a, b = (core.compile_model(g, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(batch)[0] for g in graphs.values())
     print(f"largest logit difference between the two IRs: {np.abs(a - b).max():.2e}")

@@ -48,7 +48,7 @@ from model_store.loading import device_type
 from model_store.options import BACKENDS
 
 from . import offline
-from .hey import DEFAULT_DATA, HEADER, load_images, row, run_level
+from .hey import DATA_HELP, HEADER, jpeg_archive, load_images, row, run_level
 
 REPO = Path(__file__).resolve().parents[1]
 ENDPOINTS = ("/classify", "/classify_batch")
@@ -351,7 +351,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per level")
     parser.add_argument("--images-per-request", type=int, default=16, help="for /classify_batch")
     parser.add_argument("--skip-backends", nargs="*", default=[], choices=BACKENDS)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="test-jpeg.tar.gz")
+    parser.add_argument("--data", type=Path, help=DATA_HELP)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "performance")
     args = parser.parse_args()
 
@@ -373,7 +373,7 @@ def main() -> None:
             flush=True,
         )
 
-    images = load_images(args.data)
+    images = load_images(jpeg_archive(args.data))
     env = {"PYRAMIDNET_MODEL": record["model"]}
     # Both designs queue everything: the service's admission limit and batcher budget are raised
     # above the most the load ever has in flight (the baseline has neither).

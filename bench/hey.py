@@ -25,12 +25,29 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10" / "test-jpeg.tar.gz"
+from model_store import cifar10
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_HELP = (
+    "CIFAR-10: this project's layout, its test-jpeg.tar.gz, or the official binary version "
+    "(default: where the tests look, model_store.cifar10.default_source)"
+)
 BOUNDARY = "bench0boundary"
 HEADER = f"{'endpoint':<16}{'conc':>5}{'req/s':>8}{'img/s':>8}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}  codes"
 
 
-def load_images(archive: Path = DEFAULT_DATA, limit: int = 64) -> list[bytes]:
+def data_folder(source: Path | None = None) -> Path:
+    """CIFAR-10 in this project's layout: `source` (or where the tests look), made from the official
+    binary version once if that is what it is (model_store.cifar10)."""
+    return cifar10.layout(source or cifar10.default_source(REPO), REPO / ".data")
+
+
+def jpeg_archive(source: Path | None = None) -> Path:
+    """The test JPEGs' archive of `source` (data_folder)."""
+    return data_folder(source) / "test-jpeg.tar.gz"
+
+
+def load_images(archive: Path, limit: int = 64) -> list[bytes]:
     """The first `limit` test JPEGs of the archive, as bytes."""
     with tarfile.open(archive) as tar:
         members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".jpg")][:limit]
@@ -145,9 +162,9 @@ def main() -> None:
     parser.add_argument("--images-per-request", type=int, default=16, help="for /classify_batch")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="test-jpeg.tar.gz")
+    parser.add_argument("--data", type=Path, help=DATA_HELP)
     args = parser.parse_args()
-    images = load_images(args.data)
+    images = load_images(jpeg_archive(args.data))
     per_request = 1 if args.endpoint == "/classify" else args.images_per_request
     print(HEADER)
     for level in args.concurrency:

@@ -24,7 +24,7 @@ from model_store import DEFAULT_MODEL_NAME, Settings, decode_image, get_model, p
 from model_store.oip import HEADER_LENGTH
 
 from .harness import command, free_port, serving
-from .hey import BOUNDARY, DEFAULT_DATA, hey, load_images, multipart, summarise
+from .hey import BOUNDARY, DATA_HELP, hey, jpeg_archive, load_images, multipart, summarise
 
 
 def bodies(image: bytes, model: str) -> dict[str, tuple[str, bytes, str, dict[str, str]]]:
@@ -63,9 +63,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="test-jpeg.tar.gz")
+    parser.add_argument("--data", type=Path, help=DATA_HELP)
     args = parser.parse_args()
-    kinds = bodies(load_images(args.data, limit=1)[0], args.model)
+    kinds = bodies(load_images(jpeg_archive(args.data), limit=1)[0], args.model)
     measured: dict[str, list[dict]] = {kind: [] for kind in kinds}
     port = free_port()
     with (

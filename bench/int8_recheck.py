@@ -26,7 +26,7 @@ from model_store.openvino_ir import Runtime, compile_ir
 from model_store.paired import only_right, upper_bound_pp
 from model_store.registry import embedded_default
 
-from .hey import DEFAULT_DATA
+from .hey import DATA_HELP, data_folder
 from .int8_settings import script
 
 MARGINS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
@@ -54,7 +54,7 @@ def cascade(int8: np.ndarray, fp32: np.ndarray, margin: float) -> tuple[np.ndarr
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA.parent, help="the folder of train-jpeg.tar.gz")
+    parser.add_argument("--data", type=Path, help=DATA_HELP)
     parser.add_argument("--holdout-per-class", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="the training run's seed (its hold-out split)")
     parser.add_argument("--train-images", type=int, default=10_000, help="other training images, for the leads")
@@ -62,10 +62,11 @@ def main() -> None:
     args = parser.parse_args()
 
     train, spec, default = script("train"), ModelSpec(), embedded_default()
-    x, y = train.read_split(args.data, "train")
+    data = data_folder(args.data)
+    x, y = train.read_split(data, "train")
     train_idx, holdout = train.split_holdout(y, args.holdout_per_class, args.seed)
     others = np.random.default_rng(7).permutation(train_idx)[: args.train_images]
-    test_x, test_y = train.read_split(args.data, "test")
+    test_x, test_y = train.read_split(data, "test")
     held = normalize(x[holdout], spec)
     views = {
         "hold-out and mirror": (np.concatenate([held, held[..., ::-1]]), np.concatenate([y[holdout]] * 2)),

@@ -32,7 +32,7 @@ from model_store.openvino_ir import IR_DIR, IR_FILES, compile_ir
 from model_store.paired import only_right
 from model_store.spec import ModelSpec
 
-from .hey import DEFAULT_DATA
+from .hey import DATA_HELP, data_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,14 +56,15 @@ def percent(agreeing: np.ndarray) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a registered model tag")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA.parent, help="the folder of train-jpeg.tar.gz")
+    parser.add_argument("--data", type=Path, help=DATA_HELP)
     parser.add_argument("--holdout-per-class", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="the training run's seed (its hold-out split)")
     parser.add_argument("--only", nargs="+", help="run only the settings whose names contain one of these")
     args = parser.parse_args()
 
     train, per_class = script("train"), script("save_model").CALIBRATION_PER_CLASS
-    x, y = train.read_split(args.data, "train")
+    data = data_folder(args.data)
+    x, y = train.read_split(data, "train")
     train_idx, holdout = train.split_holdout(y, args.holdout_per_class, args.seed)
     pool = np.random.default_rng(1).permutation(train_idx)
     checked, calibration_pool = pool[-5000:], pool[:-5000]

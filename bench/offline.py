@@ -17,20 +17,20 @@ from collections.abc import Callable
 
 import numpy as np
 
-from model_store import DEFAULT_MODEL_NAME, load_classifier
+from model_store import DEFAULT_MODEL_NAME, cifar10, load_classifier
 from model_store.imaging import normalize
 from model_store.inference import choose
 from model_store.openvino_ir import cpu_threads
 from model_store.options import BACKENDS, PRECISIONS
 
-from .hey import DEFAULT_DATA  # the same data folder as the load runs
+from .hey import data_folder  # the same data as the load runs
 
 BATCH_SIZES = (1, 8, 16, 32, 64, 128)
 
 
 def real_batch(n: int, spec) -> np.ndarray:
     """The first `n` pixel-exact CIFAR-10 test images, normalised."""
-    data = np.load(DEFAULT_DATA.parent / "test-exact-first1017.npz")
+    data = np.load(data_folder() / cifar10.EXACT)
     images = data["images"]
     return normalize(images[np.arange(n) % len(images)], spec)
 

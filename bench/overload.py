@@ -30,7 +30,7 @@ from model_store.inference import choose
 
 from . import offline
 from .harness import REPO, command, cpu_seconds, free_port, serving
-from .hey import DEFAULT_DATA, HEADER, load_images, multipart, row, run_level, summarise
+from .hey import DATA_HELP, HEADER, jpeg_archive, load_images, multipart, row, run_level, summarise
 from .hey import hey as run_hey
 
 
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds at concurrency 32")
     parser.add_argument("--storm-clients", type=int, default=256)
     parser.add_argument("--storm-seconds", type=float, default=30.0)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, help=DATA_HELP)
     parser.add_argument(
         "--precision",
         default="auto",
@@ -65,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     checkout = args.checkout.resolve()
     precision = choose("cpu", "openvino", args.precision)[1]  # spelled out, so an older --checkout runs it too
-    images = load_images(args.data)
+    images = load_images(jpeg_archive(args.data))
     env = {"PYRAMIDNET_MODEL": args.model, "PYRAMIDNET_PRECISION": precision}
     logs = Path(tempfile.mkdtemp(prefix="bench-overload-"))
     record: dict = {"model": args.model, "precision": precision, "checkout": str(checkout)}

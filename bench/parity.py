@@ -17,7 +17,7 @@ import numpy as np
 
 from model_store import decode_image, load_classifier, preprocess_batch
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10" / "test-jpeg.tar.gz"
+from .hey import DATA_HELP, jpeg_archive
 
 
 def main() -> None:
@@ -25,11 +25,11 @@ def main() -> None:
     parser.add_argument("--url", default="http://127.0.0.1:3000")
     parser.add_argument("--model", default="pyramidnet-cifar10:latest", help="store tag the server serves")
     parser.add_argument("--images", type=int, default=1000)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="test-jpeg.tar.gz")
+    parser.add_argument("--data", type=Path, help=DATA_HELP)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        with tarfile.open(args.data) as tar:
+        with tarfile.open(jpeg_archive(args.data)) as tar:
             tar.extractall(tmp, filter="data")
         paths = sorted(Path(tmp).glob("test/*/*.jpg"))[:: max(1, 10_000 // args.images)][: args.images]
         offline = load_classifier(args.model, device="cpu")

@@ -30,7 +30,7 @@ from model_store.evaluation import labelled_images, probabilities
 
 from . import offline
 from .harness import command, free_port, serving
-from .hey import DEFAULT_DATA, load_images, run_level
+from .hey import DATA_HELP, jpeg_archive, load_images, run_level
 
 CPU_PRECISIONS = ("fp32", "bf16", "int8")  # what OpenVINO runs on the CPU (inference.choose)
 TOLERANCE_PP = 0.1  # how far below fp32's top-1 a precision may be and still be the default
@@ -55,15 +55,15 @@ def main() -> None:
     parser.add_argument("--model", default=f"{DEFAULT_MODEL_NAME}:latest")
     parser.add_argument("--precisions", nargs="+", default=list(CPU_PRECISIONS), choices=CPU_PRECISIONS)
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds at concurrency 32")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="test-jpeg.tar.gz")
+    parser.add_argument("--data", type=Path, help=DATA_HELP)
     parser.add_argument("--per-class", type=int, help="only the first N test images of each class (a quick check)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     precisions = ["fp32", *(p for p in args.precisions if p != "fp32")]  # fp32 is the reference
-    folder = test_folder(args.data)
+    folder = test_folder(jpeg_archive(args.data))
     logs = folder.parent
-    images = load_images(args.data)
-    record: dict = {"model": args.model, "test_images": str(args.data), "precisions": {}}
+    images = load_images(jpeg_archive(args.data))
+    record: dict = {"model": args.model, "test_images": str(jpeg_archive(args.data)), "precisions": {}}
 
     reference = None
     for precision in precisions:

@@ -27,7 +27,7 @@ from pathlib import Path
 from model_store import DEFAULT_MODEL_NAME
 
 from .harness import REPO, batch_counters, command, cpu_seconds, free_port, hey_cpu_seconds, serving
-from .hey import DEFAULT_DATA, load_images, run_level
+from .hey import DATA_HELP, jpeg_archive, load_images, run_level
 
 ROLES = ("api", "runner", "load generator", "idle")
 
@@ -73,11 +73,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, help=DATA_HELP)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    images = load_images(args.data)
+    images = load_images(jpeg_archive(args.data))
     rows = []
     print(f"{args.clients} hey clients on /classify, {args.seconds:g} s; CPU ms per request by role\n")
     print(f"| configuration | img/s | p99 ms | images per forward | {' | '.join(ROLES)} |")

@@ -18,11 +18,11 @@ import time
 import numpy as np
 import openvino
 
-from model_store import DEFAULT_MODEL_NAME, get_model, read_spec
+from model_store import DEFAULT_MODEL_NAME, cifar10, get_model, read_spec
 from model_store.imaging import normalize
 from model_store.openvino_ir import PLANS, compile_ir, cpu_threads, ir_path
 
-from .hey import DEFAULT_DATA
+from .hey import data_folder
 from .offline import throughput
 
 
@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     model = get_model(args.model)
     xml, threads = ir_path(model.path, args.precision), cpu_threads()
-    images = np.load(DEFAULT_DATA.parent / "test-exact-first1017.npz")["images"][: args.batch]
+    images = np.load(data_folder() / cifar10.EXACT)["images"][: args.batch]
     batch = normalize(images, read_spec(model))
     latency = openvino.Core().compile_model(
         xml,

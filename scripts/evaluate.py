@@ -35,7 +35,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tqdm import tqdm
 
-from model_store import Classifier, ModelSpec, load_classifier
+from model_store import Classifier, ModelSpec, cifar10, load_classifier
 from model_store.evaluation import labelled_images, probabilities
 from model_store.extras import torch_required
 
@@ -232,9 +232,22 @@ def write_card(path: Path, text: str) -> None:
     scratch.replace(path)
 
 
+def images_folder(images: Path) -> Path:
+    """--images: a folder of <class>/*.jpg as it is, else CIFAR-10's test images from any form
+    model_store.cifar10 reads (the official binary version unpacked once under .data/)."""
+    if images.is_dir() and any((images / name).is_dir() for name in ModelSpec().classes):
+        return images
+    return cifar10.unpacked_test_split(images, Path(__file__).resolve().parents[1] / ".data")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=Path, required=True, help="folder of <class>/*.jpg")
+    parser.add_argument(
+        "--images",
+        type=Path,
+        required=True,
+        help="folder of <class>/*.jpg, or CIFAR-10's test images: the official binary version or this project's layout",
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", default="pyramidnet-cifar10:latest", help="model store tag")
     source.add_argument("--checkpoint", type=Path, help="a training checkpoint instead of a stored model")
@@ -254,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.checkpoint
         else load_classifier(args.model, args.device, precision=args.precision)
     )
-    paths, labels = labelled_images(args.images, model.spec.classes, args.limit_per_class)
+    paths, labels = labelled_images(images_folder(args.images), model.spec.classes, args.limit_per_class)
     offline = probabilities(model, paths)
     predicted = offline.argmax(1)
     classes = model.spec.classes

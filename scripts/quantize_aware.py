@@ -113,7 +113,9 @@ def compare(int8: Runtime, fp32_logits: np.ndarray, images: np.ndarray, labels: 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="train/ JPEGs, or train-jpeg.tar.gz")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="train/ JPEGs, or train-jpeg.tar.gz; or the official binary version"
+    )
     parser.add_argument("--run", type=Path, required=True, help="folder for state, history and the int8 model")
     parser.add_argument("--weights", default="default", help="default (the shipped weights), .safetensors or .pth")
     parser.add_argument("--steps", type=int, default=600)

@@ -40,7 +40,7 @@ import numpy as np
 import openvino
 from save_model import CALIBRATION_PER_CLASS
 
-from model_store import Classifier, ModelSpec
+from model_store import Classifier, ModelSpec, cifar10
 from model_store.checkpoint import CheckpointError, Weights
 from model_store.conversion import build_ir, quantize_ir, save_ir
 from model_store.extras import torch_required
@@ -50,7 +50,7 @@ from model_store.paired import only_right, upper_bound_pp
 from model_store.registry import SHIPPED_WEIGHTS, embedded_default, int8_belongs_to, ship_weights
 
 with torch_required("scripts/ship_weights.py"):
-    from train import calibration_indices, read_split, split_holdout
+    from train import calibration_indices, data_layout, read_split, split_holdout
 
     from model_store.architecture import build_network
     from model_store.backends import torch_classifier
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     images, labels = read_split(args.data, "test")
     jpeg = top1(model, images, labels)
-    exact = np.load(args.data / "test-exact-first1017.npz")
+    exact = np.load(data_layout(args.data) / cifar10.EXACT)
     exact_top1 = top1(model, exact["images"], exact["labels"])
     same = jpeg_copies(exact["labels"], labels)
     exact_as_jpeg = top1(model, images[same], labels[same])

@@ -48,7 +48,9 @@ def teacher_probabilities(sources: list[str], images: np.ndarray, spec: ModelSpe
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="train/ JPEGs, or train-jpeg.tar.gz")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="train/ JPEGs, or train-jpeg.tar.gz; or the official binary version"
+    )
     parser.add_argument("--out", type=Path, required=True, help="the cache to write (.npz)")
     parser.add_argument("--weights", nargs="+", default=["default"], help="default, .safetensors or .pth; an ensemble")
     parser.add_argument("--holdout-per-class", type=int, default=100, help="the run's (train.py's)")

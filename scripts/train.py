@@ -65,7 +65,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from model_store import CIFAR10_CLASSES, ModelSpec
+from model_store import CIFAR10_CLASSES, ModelSpec, cifar10
 from model_store.extras import torch_required
 from model_store.openvino_ir import native_bf16
 from model_store.registry import embedded_default
@@ -109,6 +109,11 @@ class Recipe:
     distill: float = 0.0  # the KL term's share of the loss (temperature 1)
 
 
+def data_layout(data: Path) -> Path:
+    """CIFAR-10 in this project's layout, for any form --data takes (made once under .data/)."""
+    return cifar10.layout(data, Path(__file__).resolve().parents[1] / ".data")
+
+
 def choose_precision(asked: str, resumed: str | None = None) -> str:
     """`--precision`: bf16 or fp32 as asked. auto: a resumed run's own (a run is one recipe), else bf16
     where the CPU computes it natively, else fp32."""
@@ -118,7 +123,9 @@ def choose_precision(asked: str, resumed: str | None = None) -> str:
 
 
 def read_split(data: Path, split: str, limit_per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 (N, 32, 32, 3) RGB images and int64 labels of DATA/<split>, in class then file order."""
+    """uint8 (N, 32, 32, 3) RGB images and int64 labels of DATA/<split>, in class then file order. DATA
+    is this project's layout or the official binary version (model_store.cifar10)."""
+    data = data_layout(data)
     files: dict[str, list[tuple[str, bytes]]] = {name: [] for name in CIFAR10_CLASSES}
     folder, archive = data / split, data / f"{split}-jpeg.tar.gz"
     if folder.is_dir():
@@ -299,7 +306,12 @@ class StopRequest:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="folder with train/ and test/, or their .tar.gz")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder with train/ and test/, or their .tar.gz; or the official cifar-10-binary.tar.gz, or its folder",
+    )
     parser.add_argument("--run", type=Path, required=True, help="folder for state, history and the final model")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=128)

@@ -22,7 +22,7 @@ import numpy as np
 import openvino
 import pytest
 
-from model_store import Classifier, load_classifier
+from model_store import Classifier, cifar10, load_classifier
 from model_store.openvino_ir import ir_path
 from model_store.registry import embedded_default, register
 
@@ -30,7 +30,7 @@ from .checkpoints import shipped_as_pth
 from .servers import REPO, Server, start_server, stop_server
 
 TIERS = ("unit", "integration", "e2e")
-CIFAR10 = Path(os.environ.get("CIFAR10_DIR", REPO.parent / "shared" / "data" / "cifar10"))
+CIFAR10 = cifar10.default_source(REPO)  # CIFAR10_DIR, else ../shared/data/cifar10, else what `make data` fetches
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -43,9 +43,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def cifar10_dir() -> Path:
-    if not (CIFAR10 / "test-jpeg.tar.gz").is_file():
-        pytest.fail(f"CIFAR-10 data not found at {CIFAR10}; set CIFAR10_DIR to the folder of test-jpeg.tar.gz")
-    return CIFAR10
+    """CIFAR-10 in this project's layout: the source itself, or made once from the official binary version."""
+    if not CIFAR10.exists():
+        pytest.fail(f"CIFAR-10 not found at {CIFAR10}: run `make data`, or set CIFAR10_DIR (README, Set-up)")
+    return cifar10.layout(CIFAR10, REPO / ".data")
 
 
 @pytest.fixture(scope="session")

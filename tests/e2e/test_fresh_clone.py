@@ -1,7 +1,8 @@
 """A user's clone: no ../shared beside it, CIFAR10_DIR unset, an empty model store. README's first
 command (`make serve`) installs, registers the embedded default and serves; README's curl examples
 and its load test (`make loadtest`) then run as written from the clone's folder, on the sample
-images the repository carries; and `make test` says in one line where the data it needs is."""
+images the repository carries; `make test` says in one line where the data it needs is, and `make data`
+what to do where it cannot download it."""
 
 from __future__ import annotations
 
@@ -132,3 +133,13 @@ def test_make_test_says_in_one_line_where_the_data_is(clone):
     (line,) = [line for line in done.stderr.splitlines() if not re.match(r"make(\[\d+\])?: ", line)]
     assert "CIFAR10_DIR" in line
     assert not (clone.path / ".venv" / ".dev").exists()
+
+
+def test_make_data_says_in_one_line_what_to_do_where_it_cannot_download(clone):
+    """Here no network reaches the data set's host: a closed port on loopback stands for it."""
+    done = clone.make("data", "CIFAR10_URL=http://127.0.0.1:9/cifar-10-binary.tar.gz", timeout=120)
+    assert done.returncode != 0
+    (line,) = [line for line in done.stderr.splitlines() if not re.match(r"make(\[\d+\])?: ", line)]
+    assert line.startswith("make data: ")
+    assert "CIFAR10_DIR" in line
+    assert not list((clone.path / ".data").glob("*"))  # nothing half-downloaded left behind
