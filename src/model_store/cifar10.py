@@ -124,13 +124,14 @@ def layout(source: Path, cache: Path) -> Path:
 
 def unpacked_test_split(source: Path, cache: Path) -> Path:
     """The test images of `source` as files, `<class>/NNNN.jpg` (what evaluate.py and the folder
-    classifier read): unpacked once beside its layout's archive."""
+    classifier read): unpacked once under `cache` (the source itself may be read-only)."""
     folder = layout(source, cache)
     if (folder / "test").is_dir():
         return folder / "test"
-    unpacked = folder.parent / f"{folder.name}-test"
+    unpacked = cache / f"{folder.name}-{hashlib.sha256(str(folder).encode()).hexdigest()[:8]}-test"
     if not (unpacked / "test").is_dir():
-        scratch = Path(tempfile.mkdtemp(prefix=".cifar10-test-", dir=folder.parent))
+        cache.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".cifar10-test-", dir=cache))
         try:
             with tarfile.open(folder / "test-jpeg.tar.gz") as tar:
                 tar.extractall(scratch, filter="data")

@@ -45,3 +45,18 @@ def test_evaluate_offline_and_through_the_service_agree(server, default_model, t
     assert report["service"]["top1"] == report["top1"]
     assert report["service"]["top1_agreement"] == 100.0
     assert report["service"]["max_abs_probability_difference"] < 1e-5
+
+
+def test_evaluate_reads_cifar10_as_the_tests_do(cifar10_dir, default_model, tmp_path):
+    """--images may name CIFAR-10 itself (this project's layout or the official binary version): its test
+    images, unpacked once under .data/."""
+    reports = tmp_path / "reports"
+    result = script(
+        "evaluate.py",
+        *("--images", str(cifar10_dir), "--model", str(default_model.tag)),
+        *("--limit-per-class", "2", "--out-dir", str(reports)),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((reports / "report.json").read_text())
+    assert report["images"] == 20
+    assert Path(report["folder"]) == cifar10_dir
