@@ -381,16 +381,23 @@ def test_readmes_cluster_steps_render_and_validate(overlay, tmp_path, default_mo
     done = subprocess.run(script, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     recorded = [json.loads(line) for line in calls.read_text().splitlines()]
-    assert [call[:2] for call in recorded] == [["helm", "install"], ["kubectl", "create"], ["kubectl", "apply"]]
-    assert recorded[1] == ["kubectl", "create", "namespace", "pyramidnet"]
+    assert [call[:2] for call in recorded] == [
+        ["helm", "repo"],
+        ["helm", "install"],
+        ["kubectl", "create"],
+        ["kubectl", "apply"],
+    ]
+    assert recorded[0][2:4] == ["add", "prometheus-community"]
+    assert recorded[1][3] == "prometheus-community/prometheus-adapter"  # from the repository just added
+    assert recorded[2] == ["kubectl", "create", "namespace", "pyramidnet"]
 
-    helm = recorded[0]
+    helm = recorded[1]
     values = yaml.safe_load((tmp_path / helm[helm.index("-f") + 1]).read_text())
     (rule,) = values["rules"]["custom"]
     hpa = yaml.safe_load((DEPLOY / "k8s" / "base" / "hpa.yaml").read_text())
     assert rule["name"]["as"] == hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
 
-    kubectl_apply = recorded[2]
+    kubectl_apply = recorded[3]
     assert kubectl_apply[2] == "-k"
     key = (tmp_path / "my-deployment" / "api-keys").read_text().strip()
     assert len(key) >= 32
