@@ -86,7 +86,7 @@ data: .data/cifar-10-binary.tar.gz
 	echo "make data: $(CIFAR10_URL) cannot be reached from here: download it where you can, then put it at $@ or set CIFAR10_DIR to it" >&2; exit 1; }
 
 data-check:
-	@test -e "$(DATA)" || { echo "make test needs CIFAR-10: run make data (the official binary version, 163 MB), or set CIFAR10_DIR to it, its unpacked folder, or this project's layout (README, Set-up)" >&2; exit 1; }
+	@test -e "$(DATA)" || { echo "make test needs CIFAR-10: run make data (the official binary version, about 170 MB), or set CIFAR10_DIR to it, its unpacked folder, or this project's layout (README, Set-up)" >&2; exit 1; }
 
 # Also needs prometheus (with promtool) and hey, from Debian: .ci/run installs them.
 test: data-check $(VENV)/.dev $(CRD_SCHEMAS)/node_modules $(CHECKOV)/.installed
