@@ -48,9 +48,8 @@ from model_store.loading import device_type
 from model_store.options import BACKENDS
 
 from . import offline
-from .hey import DATA_HELP, HEADER, jpeg_archive, load_images, row, run_level
+from .hey import DATA_HELP, HEADER, REPO, jpeg_archive, load_images, row, run_level
 
-REPO = Path(__file__).resolve().parents[1]
 ENDPOINTS = ("/classify", "/classify_batch")
 BATCH_METRIC = r"pyramidnet_batch_images_(sum|count)(?:\{[^}]*\})? (\S+)"
 

@@ -39,7 +39,7 @@ HEADER = f"{'endpoint':<16}{'conc':>5}{'req/s':>8}{'img/s':>8}{'p50 ms':>8}{'p95
 def data_folder(source: Path | None = None) -> Path:
     """CIFAR-10 in this project's layout: `source` (or where the tests look), made from the official
     binary version once if that is what it is (model_store.cifar10)."""
-    return cifar10.layout(source or cifar10.default_source(REPO), REPO / ".data")
+    return cifar10.layout(source or cifar10.default_source(REPO), REPO / cifar10.CACHE)
 
 
 def jpeg_archive(source: Path | None = None) -> Path:

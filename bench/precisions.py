@@ -60,10 +60,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     precisions = ["fp32", *(p for p in args.precisions if p != "fp32")]  # fp32 is the reference
-    folder = test_folder(jpeg_archive(args.data))
+    archive = jpeg_archive(args.data)
+    folder = test_folder(archive)
     logs = folder.parent
-    images = load_images(jpeg_archive(args.data))
-    record: dict = {"model": args.model, "test_images": str(jpeg_archive(args.data)), "precisions": {}}
+    images = load_images(archive)
+    record: dict = {"model": args.model, "test_images": str(archive), "precisions": {}}
 
     reference = None
     for precision in precisions:

@@ -237,7 +237,7 @@ def images_folder(images: Path) -> Path:
     model_store.cifar10 reads (the official binary version unpacked once under .data/)."""
     if images.is_dir() and any((images / name).is_dir() for name in ModelSpec().classes):
         return images
-    return cifar10.unpacked_test_split(images, Path(__file__).resolve().parents[1] / ".data")
+    return cifar10.unpacked_test_split(images, Path(__file__).resolve().parents[1] / cifar10.CACHE)
 
 
 def main(argv: list[str] | None = None) -> int:

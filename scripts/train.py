@@ -111,7 +111,7 @@ class Recipe:
 
 def data_layout(data: Path) -> Path:
     """CIFAR-10 in this project's layout, for any form --data takes (made once under .data/)."""
-    return cifar10.layout(data, Path(__file__).resolve().parents[1] / ".data")
+    return cifar10.layout(data, Path(__file__).resolve().parents[1] / cifar10.CACHE)
 
 
 def choose_precision(asked: str, resumed: str | None = None) -> str:

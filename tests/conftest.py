@@ -46,7 +46,7 @@ def cifar10_dir() -> Path:
     """CIFAR-10 in this project's layout: the source itself, or made once from the official binary version."""
     if not CIFAR10.exists():
         pytest.fail(f"CIFAR-10 not found at {CIFAR10}: run `make data`, or set CIFAR10_DIR (README, Set-up)")
-    return cifar10.layout(CIFAR10, REPO / ".data")
+    return cifar10.layout(CIFAR10, REPO / cifar10.CACHE)
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,7 @@ BATCHES = {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "test": ["test
 EXACT = "test-exact-first1017.npz"
 EXACT_COUNT = 1017
 JPEG_QUALITY = 75
+CACHE = ".data"  # under a checkout: where `make data` downloads to and `layout` makes its folders
 
 
 def default_source(repo: Path) -> Path:
@@ -42,7 +43,7 @@ def default_source(repo: Path) -> Path:
     if named := os.environ.get("CIFAR10_DIR"):
         return Path(named)
     shared = repo.parent / "shared" / "data" / "cifar10"
-    return shared if shared.is_dir() else repo / ".data" / "cifar-10-binary.tar.gz"
+    return shared if shared.is_dir() else repo / CACHE / "cifar-10-binary.tar.gz"
 
 
 def is_layout(folder: Path) -> bool:
