@@ -151,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         blocks_per_stage=args.blocks_per_stage,
     )
+    # The run's own file: NNCF's config in it holds NNCF's classes, which weights_only refuses.
+    state = torch.load(state_path, weights_only=False) if args.resume else None
+    if state is not None and state["recipe"] != asdict(recipe):  # before any data is read
+        raise SystemExit(
+            f"quantize_aware: error: {state_path} was trained with {state['recipe']}, not {asdict(recipe)}"
+        )
     spec = ModelSpec(num_layers=recipe.blocks_per_stage)
     images, labels = read_split(args.data, "train", recipe.limit_per_class)
     train_idx, holdout = split_holdout(labels, recipe.holdout_per_class, recipe.seed)
@@ -161,18 +167,12 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(recipe.seed)
     network = build_network(spec, weights).eval()
-    # The run's own file: NNCF's config in it holds NNCF's classes, which weights_only refuses.
-    state = torch.load(state_path, weights_only=False) if args.resume else None
     calibration_idx = calibration_indices(labels, train_idx, CALIBRATION_PER_CLASS)
     calibrated = len(calibration_idx)
     if state is None:
         calibration = normalize(x_all[calibration_idx], spec)
         samples = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
         model = nncf.quantize(network, samples, subset_size=len(calibration))
-    elif state["recipe"] != asdict(recipe):
-        raise SystemExit(
-            f"quantize_aware: error: {state_path} was trained with {state['recipe']}, not {asdict(recipe)}"
-        )
     else:
         model = nncf.torch.load_from_config(network, state["nncf"])
         model.load_state_dict(state["model"])

@@ -11,6 +11,7 @@ from pathlib import Path
 import bentoml
 import httpx
 import numpy as np
+import pytest
 import yaml
 
 from model_store import decode_image, load_classifier, preprocess_batch
@@ -19,6 +20,7 @@ from ..servers import start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[2]
 BENTOML = str(Path(sys.executable).parent / "bentoml")
+UV = REPO / ".uv" / "bin" / "uv"  # what the Makefile installs with
 
 
 def healthcheck_instruction(text: str) -> str:
@@ -90,11 +92,17 @@ def test_cpu_bento_serves_the_ir_from_an_environment_without_torch(default_model
     pinned = {line.split("==")[0].lower() for line in requirements.read_text().split()}
     assert pinned == {"bentoml", "numpy", "openvino", "pillow", "pydantic", "pydantic-settings", "safetensors"}
 
-    # The environment the CPU image gets: the bento's requirements and nothing else.
+    # The environment the CPU image gets: the bento's requirements and nothing else, installed by uv as
+    # BentoML's Dockerfile installs them.
+    if not UV.is_file():
+        pytest.fail("uv not found: make test installs it in .uv")
     venv = tmp_path / "cpu-env"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     installed = subprocess.run(
-        [venv / "bin" / "pip", "install", "-q", "-r", requirements], capture_output=True, text=True, timeout=900
+        [UV, "pip", "install", "-q", "--python", venv / "bin" / "python", "-r", requirements],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert installed.returncode == 0, installed.stderr[-3000:]
     listed = subprocess.run([venv / "bin" / "pip", "list", "--format", "freeze"], capture_output=True, text=True)

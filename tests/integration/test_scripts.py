@@ -145,12 +145,30 @@ def test_make_serve_installs_torch_only_where_a_gpu_needs_it(tmp_path, listing, 
     if listing is None:  # a PATH on which no nvidia-smi can be found
         env = {"PATH": ":".join(d for d in os.environ["PATH"].split(":") if not (Path(d) / "nvidia-smi").exists())}
     venv = f"VENV={tmp_path / 'venv'}"
-    serve = [line for line in make("serve", venv, **env).splitlines() if "pip install" in line]
-    test = [line for line in make("test", venv, **env).splitlines() if "pip install" in line]
-    torch = [line for line in make("install-torch", venv, **env).splitlines() if "pip install" in line]
-    assert serve == [f"{tmp_path / 'venv'}/bin/pip install -e {installed} -c constraints.txt"]
-    assert torch[-1].endswith("pip install -e '.[torch]' -c constraints.txt")
-    assert test == [f"{tmp_path / 'venv'}/bin/pip install -e '.[dev]' -c constraints.txt"]  # the tests' versions
+
+    def installs(target: str) -> list[str]:
+        """What `make -n target` installs into the venv (uv, into that venv's Python): the rest of each line."""
+        into = f"uv pip install --python {tmp_path / 'venv'}/bin/python "
+        return [line.split(into)[1] for line in make(target, venv, **env).splitlines() if into in line]
+
+    serve, test, torch = installs("serve"), installs("test"), installs("install-torch")
+    assert [line.endswith(f"-e {installed} -c constraints.txt") for line in serve] == [True]
+    assert torch[-1].endswith("-e '.[torch]' -c constraints.txt")
+    assert [line.endswith("-e '.[dev]' -c constraints.txt") for line in test] == [True]  # the tests' versions
+
+
+def test_uv_installs_from_the_find_links_pip_is_configured_with(tmp_path):
+    """uv reads no pip configuration: the Makefile passes pip's find-links on (where a machine keeps torch's CPU
+    build), from the environment or from pip's configuration files, and none where pip has none."""
+    venv = f"VENV={tmp_path / 'venv'}"
+    (tmp_path / "pip.conf").write_text(f"[global]\nfind-links = {tmp_path / 'wheels'}\n")
+    from_env = make("install-torch", venv, PIP_FIND_LINKS="/srv/a /srv/b")
+    from_file = make("install-torch", venv, PIP_FIND_LINKS="", PIP_CONFIG_FILE=str(tmp_path / "pip.conf"))
+    without = make("install-torch", venv, PIP_FIND_LINKS="", PIP_CONFIG_FILE=os.devnull)
+    assert "--find-links /srv/a --find-links /srv/b -e '.[torch]'" in from_env
+    assert f"--find-links {tmp_path / 'wheels'} -e '.[torch]'" in from_file
+    assert "uv pip install" in without
+    assert "--find-links" not in without
 
 
 def test_make_serve_has_one_model_knob():
