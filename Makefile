@@ -100,13 +100,16 @@ data: .data/cifar-10-binary.tar.gz
 data-check:
 	@test -e "$(DATA)" || { echo "make test needs CIFAR-10: run make data (the official binary version, about 170 MB), or set CIFAR10_DIR to it, its unpacked folder, or this project's layout (README, Set-up)" >&2; exit 1; }
 
-# Also needs prometheus (with promtool) and hey, from Debian: .ci/run installs them.
+# Also needs prometheus (with promtool) and hey, from Debian: .ci/run installs them. The suite runs on two
+# pytest-xdist workers, a test file to each at a time; then the tests that measure time or load (marker
+# `alone`) with nothing beside them.
 test: data-check $(UV) $(VENV)/.dev $(CRD_SCHEMAS)/node_modules $(CHECKOV)/.installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m 'not alone and not container'
+	$(BIN)/python -m pytest -m alone
 
 # The unit tier alone: no process, no socket, about a minute.
 test-fast: $(VENV)/.dev
-	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest -n 2 tests/unit
 
 # Style and architecture: ruff's lint and format, and the import contracts in pyproject.toml.
 lint: $(VENV)/.dev

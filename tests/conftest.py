@@ -10,6 +10,11 @@ import tempfile
 # Before anything imports bentoml: every test run gets its own model store.
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="pyramidnet-test-home-")
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+# On pytest-xdist's workers (make test runs two), torch's math and what each test starts get one thread:
+# two workers of two threads each on two cores run slower than one worker (the tests that measure time
+# run alone, with every thread: marker `alone`).
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 import subprocess
 import sys

@@ -21,6 +21,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -116,8 +117,7 @@ def layout(source: Path, cache: Path) -> Path:
             _write_jpegs(scratch / f"{split}-jpeg.tar.gz", split, images, labels)
         images, labels = splits["test"]
         np.savez(scratch / EXACT, images=images[:EXACT_COUNT], labels=labels[:EXACT_COUNT])
-        shutil.rmtree(made, ignore_errors=True)
-        scratch.rename(made)
+        _publish(scratch, made, is_layout)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return made
@@ -136,11 +136,22 @@ def unpacked_test_split(source: Path, cache: Path) -> Path:
         try:
             with tarfile.open(folder / "test-jpeg.tar.gz") as tar:
                 tar.extractall(scratch, filter="data")
-            shutil.rmtree(unpacked, ignore_errors=True)
-            scratch.rename(unpacked)
+            _publish(scratch, unpacked, lambda folder: (folder / "test").is_dir())
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return unpacked / "test"
+
+
+def _publish(scratch: Path, final: Path, complete: Callable[[Path], bool]) -> None:
+    """`scratch`, finished, renamed to `final` in one step. Where another process (a second test worker, a
+    script beside them) published first, its copy stays as it is: whoever reads it is never disturbed."""
+    try:
+        scratch.rename(final)
+    except OSError:  # `final` is there, and not empty
+        if complete(final):
+            return
+        shutil.rmtree(final)  # what an older version left: nothing reads it
+        scratch.rename(final)
 
 
 def _fingerprint(source: Path) -> str:

@@ -17,6 +17,8 @@ from model_store import CIFAR10_CLASSES
 from ..scripts import locust
 from ..servers import Server, start_server, stop_server
 
+pytestmark = pytest.mark.alone  # shedding depends on the throughput the cores give: nothing runs beside it (make test)
+
 
 def one(name: str, data: bytes, ctype: str = "image/png") -> dict:
     return {"files": {"image": (name, data, ctype)}}

@@ -23,6 +23,8 @@ from bench.hey import hey, multipart
 
 from ..servers import REPO, Server, free_port, start_server, stop_server
 
+pytestmark = pytest.mark.alone  # a storm timed against Prometheus's scrapes: nothing runs beside it (make test)
+
 MONITORING = REPO / "deploy" / "monitoring"
 KEDA = REPO / "deploy" / "k8s" / "components" / "keda" / "scaledobject" / "scaledobject.yaml"
 ANALYSIS = REPO / "deploy" / "k8s" / "components" / "canary" / "analysistemplate.yaml"
@@ -173,17 +175,17 @@ def load(url: str, body: Path, clients: int, seconds: float) -> None:
 
 @pytest.fixture(scope="module")
 def run(served: Server, prometheus: Prometheus, sample_jpegs, tmp_path_factory) -> Phases:
-    """Idle, steady load (4 clients, one image each), the storm (256 clients, 8 images each, 20 s), then
-    idle until the scaling metric is back under its target (at most 30 s) and 5 s more."""
+    """Idle (3 s), steady load (4 clients, one image each, 6 s), the storm (256 clients, 8 images each, 20 s),
+    then idle until the scaling metric is back under its target (at most 30 s) and 3 s more."""
     bodies = tmp_path_factory.mktemp("load")
     one, batch = bodies / "one.multipart", bodies / "batch.multipart"
     one.write_bytes(multipart("image", [sample_jpegs[0].read_bytes()]))
     batch.write_bytes(multipart("images", [p.read_bytes() for p in sample_jpegs[:STORM_IMAGES]]))
     query, target = scaling_query()
     phases = Phases(started=time.time())
-    time.sleep(6)
+    time.sleep(3)
     phases.steady = time.time()
-    load(served.url + "/classify", one, 4, 10)
+    load(served.url + "/classify", one, 4, 6)
     phases.storm = time.time()
     load(served.url + "/classify_batch", batch, STORM_CLIENTS, 20)
     phases.storm_end = time.time()
@@ -193,7 +195,7 @@ def run(served: Server, prometheus: Prometheus, sample_jpegs, tmp_path_factory) 
         recent = prometheus.range(query, time.time() - 1, time.time())
         if recent and recent[-1][1] < target:
             break
-    time.sleep(5)
+    time.sleep(3)
     phases.ended = time.time()
     return phases
 

@@ -11,8 +11,11 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from ..servers import start_server
+
+pytestmark = pytest.mark.alone  # draining and stopping are timed: nothing runs beside it (make test)
 
 
 def test_sigterm_finishes_every_accepted_request(default_model, tmp_path, sample_jpegs):

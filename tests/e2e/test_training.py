@@ -67,8 +67,8 @@ def test_a_run_in_pieces_is_step_for_step_the_run_in_one(training_data, quick_ru
     pieces = tmp_path / "pieces"
     first = script("train.py", "--data", str(training_data), "--run", str(pieces), *recipe, "--time-limit-min", "0")
     assert first.returncode == 0, first.stderr
-    assert "piece ended (time limit 0 min) at step 1 of 6" in first.stderr, first.stderr
-    for _ in range(6):  # each piece ends after one step: mid-epoch and at the epoch's end
+    assert "piece ended (time limit 0 min) at step 1 of 4" in first.stderr, first.stderr
+    for _ in range(4):  # each piece ends after one step: mid-epoch and at the epoch's end
         if (pieces / "model.pth").exists():
             break
         piece = script(
@@ -134,7 +134,7 @@ def test_a_resume_on_auto_continues_in_the_precision_the_run_began_with(training
     resumed = script("train.py", "--data", str(training_data), "--run", str(run), *QUICK_RUN, *one_more)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"precision: {other} " in resumed.stderr
-    assert "piece ended (time limit 0 min) at step 2 of 6" in resumed.stderr, resumed.stderr
+    assert "piece ended (time limit 0 min) after epoch 1" in resumed.stderr, resumed.stderr  # step 2 of 4
 
 
 def test_a_resume_with_another_recipe_is_refused(training_data, tmp_path):

@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from bench.hey import BOUNDARY, load_images, multipart
 
 from ..scripts import locust
 from ..servers import Server
+
+pytestmark = pytest.mark.alone  # load tests that count failures: nothing runs beside it (make test)
 
 
 def test_locust_headless_run_exercises_both_endpoints_without_failures(server: Server, cifar10_dir: Path, tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model_store import CIFAR10_CLASSES
+from model_store import CIFAR10_CLASSES, cifar10
 from model_store.cifar10 import BATCHES, EXACT, is_layout, layout, read_batch, unpacked_test_split
 
 from ..binary_cifar10 import records, write_archive
@@ -55,6 +55,27 @@ def test_the_binary_version_becomes_the_layout_with_its_pixels_and_labels(exact_
     again = layout(tmp_path / "unpacked", tmp_path / "cache-2")
     assert np.array_equal(np.load(again / EXACT)["images"], images)
     assert sorted(p.name for p in unpacked_test_split(archive, tmp_path / "cache").iterdir()) == sorted(CIFAR10_CLASSES)
+
+
+def test_a_layout_another_process_published_first_is_kept_as_it_is(exact_images, tmp_path, monkeypatch):
+    """Two processes (two test workers) making the same layout at once: the second to finish keeps the first's
+    copy, which someone may be reading, and leaves no scratch behind."""
+    images, labels = exact_images
+    archive = binary_archive(tmp_path / "cifar-10-binary.tar.gz", images, labels)
+    first = layout(archive, tmp_path / "cache")
+    stamp = (first / EXACT).stat().st_mtime_ns
+    # The second process looked before the first had published, and made its own.
+    real, looks = cifar10.is_layout, []
+
+    def looked_too_early(folder: Path) -> bool:
+        looks.append(folder)
+        return len(looks) > 1 and real(folder)
+
+    monkeypatch.setattr(cifar10, "is_layout", looked_too_early)
+    assert layout(archive, tmp_path / "cache") == first
+    assert (first / EXACT).stat().st_mtime_ns == stamp
+    assert len(looks) == 2  # the second look: whether what stands there is complete
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [first.name]
 
 
 def test_this_projects_layout_and_image_folders_are_read_as_they_are(tmp_path):
