@@ -100,14 +100,15 @@ data: .data/cifar-10-binary.tar.gz
 data-check:
 	@test -e "$(DATA)" || { echo "make test needs CIFAR-10: run make data (the official binary version, about 170 MB), or set CIFAR10_DIR to it, its unpacked folder, or this project's layout (README, Set-up)" >&2; exit 1; }
 
-# Also needs prometheus (with promtool) and hey, from Debian: .ci/run installs them. The suite runs on two
-# pytest-xdist workers, a test file to each at a time; then the tests that measure time or load (marker
-# `alone`) with nothing beside them.
+# Also needs prometheus (with promtool) and hey, from Debian: .ci/run installs them. Two pytest-xdist workers
+# of one thread each (tests/conftest.py) share the suite, the slowest tier first, a worker with nothing left
+# taking tests from the other's queue; then the tests that measure time or load (marker `alone`) run with
+# nothing beside them. README, Tests and figures, has the times.
 test: data-check $(UV) $(VENV)/.dev $(CRD_SCHEMAS)/node_modules $(CHECKOV)/.installed
-	$(BIN)/python -m pytest -n 2 --dist loadfile -m 'not alone and not container'
+	$(BIN)/python -m pytest -n 2 --dist worksteal -m 'not alone and not container' tests/e2e tests/integration tests/unit
 	$(BIN)/python -m pytest -m alone
 
-# The unit tier alone: no process, no socket, about a minute.
+# The unit tier alone, on two workers: no process, no socket.
 test-fast: $(VENV)/.dev
 	$(BIN)/python -m pytest -n 2 tests/unit
 

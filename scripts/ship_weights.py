@@ -59,10 +59,14 @@ with torch_required("scripts/ship_weights.py"):
 BATCH = 250
 
 
-def top1(model: Classifier, images: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 in percent of uint8 (N, 32, 32, 3) images, through the serving preprocessing."""
-    predicted = _predict(model.predict_proba, normalize(images, model.spec))
-    return round(float((predicted == labels).mean() * 100), 2)
+def right(model: Classifier, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Whether `model` classifies each of these uint8 (N, 32, 32, 3) images right, through the serving
+    preprocessing."""
+    return _predict(model.predict_proba, normalize(images, model.spec)) == labels
+
+
+def percent(right: np.ndarray) -> float:
+    return round(float(right.mean() * 100), 2)
 
 
 def jpeg_copies(exact_labels: np.ndarray, jpeg_labels: np.ndarray) -> np.ndarray:
@@ -170,11 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         build_network(spec, checkpoint.state_dict), spec, tag=str(args.run), metadata={}, device="cpu"
     )
     images, labels = read_split(args.data, "test")
-    jpeg = top1(model, images, labels)
+    jpeg_right = right(model, images, labels)
     exact = np.load(data_layout(args.data) / cifar10.EXACT)
-    exact_top1 = top1(model, exact["images"], exact["labels"])
-    same = jpeg_copies(exact["labels"], labels)
-    exact_as_jpeg = top1(model, images[same], labels[same])
+    jpeg, exact_top1 = percent(jpeg_right), percent(right(model, exact["images"], exact["labels"]))
+    exact_as_jpeg = percent(jpeg_right[jpeg_copies(exact["labels"], labels)])
 
     path = ship_weights(
         checkpoint,
