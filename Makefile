@@ -26,8 +26,8 @@ resolve_model = tag="$(MODEL)"; \
 # Where nvidia-smi lists a GPU, serving runs a torch backend on it: `make serve` installs torch there.
 GPU := $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU ' && echo yes)
 
-# uv installs every environment: the dev tools in 11 s where pip takes 84 s, both from empty caches
-# (docs/testing.md). It runs from a venv of its own; the environments are still made by `python -m venv`,
+# uv installs every environment: the dev tools in 36 s where pip takes 84 s, both from empty caches
+# (docs/performance.md, The test suite). It runs from a venv of its own; the environments are still made by `python -m venv`,
 # so pip stays in them for your own use. uv reads none of pip's configuration: pip's find-links (where
 # a machine may keep torch's CPU build, as this project's do) is passed on to it.
 UV := .uv/bin/uv
@@ -103,7 +103,7 @@ data-check:
 # Also needs prometheus (with promtool) and hey, from Debian: .ci/run installs them. Two pytest-xdist workers
 # of one thread each (tests/conftest.py) share the suite, the slowest tier first, a worker with nothing left
 # taking tests from the other's queue; then the tests that measure time or load (marker `alone`) run with
-# nothing beside them. README, Tests and figures, has the times.
+# nothing beside them. docs/performance.md, The test suite, has the times.
 test: data-check $(UV) $(VENV)/.dev $(CRD_SCHEMAS)/node_modules $(CHECKOV)/.installed
 	$(BIN)/python -m pytest -n 2 --dist worksteal -m 'not alone and not container' tests/e2e tests/integration tests/unit
 	$(BIN)/python -m pytest -m alone

@@ -62,7 +62,7 @@ def test_a_constant_schedule_holds_the_rate_from_the_first_step_to_the_last():
 
 
 def test_weight_decay_only_on_conv_and_linear_weights():
-    model = train.build_model(ModelSpec())
+    model = train.build_model(ModelSpec(num_layers=2))  # every kind of layer, at any depth
     decayed, free = train.build_optimizer(model, RECIPE).param_groups
     layers = dict(model.named_modules())
     names = {id(p): n for n, p in model.named_parameters()}
