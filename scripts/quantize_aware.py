@@ -69,6 +69,10 @@ except ImportError:
     raise SystemExit("quantize_aware.py needs NNCF: pip install -e '.[int8]'") from None
 
 log = logging.getLogger("quantize_aware")
+# NNCF compiles its CPU extension on the first fake-quantized forward pass of a new environment: 19 s on
+# the Zen 5 EPYC with the other core busy, which a slower CPU would bring near NNCF's 60 s limit, where it
+# gives up with an error. The limit is there to notice a build lock left behind; ten minutes still does.
+os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "600")
 
 EVAL_BATCH = 250
 
