@@ -27,9 +27,9 @@ resolve_model = tag="$(MODEL)"; \
 GPU := $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU ' && echo yes)
 
 # uv installs every environment: the dev tools in 36 s where pip takes 84 s, both from empty caches
-# (docs/performance.md, The test suite). It runs from a venv of its own; the environments are still made by `python -m venv`,
-# so pip stays in them for your own use. uv reads none of pip's configuration: pip's find-links (where
-# a machine may keep torch's CPU build, as this project's do) is passed on to it.
+# (docs/performance.md, The test suite). It runs from a venv of its own; the environments are still made
+# by `python -m venv`, so pip stays in them for your own use. uv reads none of pip's configuration: pip's
+# find-links (where a machine may keep torch's CPU build, as this project's do) is passed on to it.
 UV := .uv/bin/uv
 FIND_LINKS ?= $(shell $(PYTHON) -m pip config list 2>/dev/null | sed -n "s/^.*find-links='\(..*\)'$$/\1/p" | head -n1)
 uv_install = $(UV) pip install --python $(1)/bin/python --compile-bytecode $(foreach f,$(FIND_LINKS),--find-links $(f))

@@ -65,8 +65,9 @@ def right(model: Classifier, images: np.ndarray, labels: np.ndarray) -> np.ndarr
     return _predict(model.predict_proba, normalize(images, model.spec)) == labels
 
 
-def percent(right: np.ndarray) -> float:
-    return round(float(right.mean() * 100), 2)
+def percent(correct: np.ndarray) -> float:
+    """The share of True in `correct`, in percent, as the model card records it."""
+    return round(float(correct.mean() * 100), 2)
 
 
 def jpeg_copies(exact_labels: np.ndarray, jpeg_labels: np.ndarray) -> np.ndarray:
