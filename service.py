@@ -8,18 +8,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import typing
-from functools import partial
-from pathlib import Path
-from typing import Annotated
 
 import aiohttp
 import bentoml
 import httpx
 import numpy as np
 from bentoml.exceptions import BentoMLException
-from bentoml.validators import ContentType
-from pydantic import Field
 
 from model_store import (
     ApiError,
@@ -38,27 +32,23 @@ from model_store import (
 from model_store.bentoml_internals import cpu_budget
 from model_store.coalesce import Coalescer
 from model_store.edge import (
-    AccessLog,
     Admission,
-    ApiDocs,
-    ApiKeys,
-    Deadline,
-    ErrorContract,
-    Forms,
+    Bodies,
+    ClassifyBatchInput,
+    ClassifyInput,
+    ClassifyJsonInput,
+    Document,
+    Hall,
     Ledger,
-    RequestId,
-    RequestMetrics,
-    SecurityHeaders,
     Upload,
-    UploadedForm,
-    form_fields,
+    answers_errors,
+    service_routes,
 )
-from model_store.edge.oip import PREFIX as OIP_PREFIX
-from model_store.edge.oip import infer_routes, oip_app, oip_routes
-from model_store.errors import Internal, ModelUnavailable, Overloaded, answers_errors
+from model_store.edge.oip import oip_app
+from model_store.errors import Internal, ModelUnavailable, Overloaded
 from model_store.evaluation import verdict
 from model_store.logs import configure_logging
-from model_store.oip import InferLimits, InferRequest
+from model_store.oip import InferRequest
 from model_store.schemas import BatchingLimits, InputLimits, MeasuredAccuracy, Predictions
 from model_store.shutdown import CountCalls, DrainBeforeExit
 
@@ -74,6 +64,10 @@ drain = DrainBeforeExit(max_s=settings.timeout_s)
 # name and version, and its inference routes take images of the spec's size.
 SERVED_MODEL = get_model(settings.model)
 SERVED, SPEC = SERVED_MODEL.tag, read_spec(SERVED_MODEL)
+# Uploads of at most this many bytes in all are decoded in the event loop (PyramidNetClassifier._prepared).
+INLINE_DECODE_BYTES = 4096
+# Every route, declared once: the edge reads each one's entry (src/model_store/edge/table.py).
+ROUTES = service_routes(settings, SERVED.name, SERVED.version, SPEC.input_size)
 
 
 @bentoml.service(
@@ -82,6 +76,7 @@ SERVED, SPEC = SERVED_MODEL.tag, read_spec(SERVED_MODEL)
     workers=1,
     traffic={"timeout": FRAMEWORK_TIMEOUT_S},
     logging={"access": {"enabled": False}},  # internal calls; the API logs each request
+    tracing=settings.tracing(),
     # The API's client renews its connection every 100 requests and closes the old one under
     # in-flight requests (BentoML issue 5540): sporadic 500s under load. Never renew.
     runner_connection={"max_requests": 2**62, "max_age": 1e12},
@@ -178,26 +173,19 @@ class PyramidNetRunner:
         }
 
 
-class ClassifyInput(UploadedForm):
-    image: Annotated[Path, ContentType("image/*")] = Field(description="one image file")
-
-
-class ClassifyBatchInput(UploadedForm):
-    images: list[Annotated[Path, ContentType("image/*")]] = Field(description="image files, answered in this order")
-
-
-class ClassifyJsonInput(UploadedForm):
-    # Forms decodes the body ({"images": [...]} or {"instances": [{"b64": ...}]}, schemas.py) into uploads.
-    images: list[str] = Field(description="image files in base64, answered in this order")
-
-
 # The Open Inference Protocol (KServe v2) under /v2, beside the routes below (src/model_store/oip.py).
 @bentoml.asgi_app(oip_app(SERVED.name, SERVED.version, bentoml.get_current_service), path="/")
 @bentoml.service(
     name="pyramidnet_classifier",
     workers=API_WORKERS,
     traffic={"timeout": FRAMEWORK_TIMEOUT_S},
-    logging={"access": {"enabled": False}},  # AccessLog writes one JSON line per request instead
+    # The edge logs, counts and times each request once (src/model_store/edge/observer.py), and
+    # answers /metrics itself: BentoML's own access log and request metrics would do it again.
+    logging={"access": {"enabled": False}},
+    metrics={"enabled": False},
+    # The edge opens each request's span itself, from the same context as its log line and metrics:
+    # BentoML's OpenTelemetry middleware would open another (and one per message sent) on every URL.
+    tracing={**settings.tracing(), "excluded_urls": ["/"]},
     http={
         "cors": {
             "enabled": bool(settings.cors_origins),
@@ -262,7 +250,7 @@ class PyramidNetClassifier:
         if request.pixels is not None:
             return await self._probabilities(request.pixels)
         uploads = [Upload(None, None, data) for data in request.images or []]
-        return await self._probabilities(await asyncio.to_thread(self._prepare, uploads))
+        return await self._probabilities(await self._prepared(uploads))
 
     @bentoml.api(route="/model_info")
     @answers_errors
@@ -297,7 +285,7 @@ class PyramidNetClassifier:
         )
 
     async def _classify(self, uploads: list[Upload]) -> list[Prediction]:
-        batch = await asyncio.to_thread(self._prepare, uploads)
+        batch = await self._prepared(uploads)
         return to_predictions(await self._probabilities(batch), self.spec, self.tag)
 
     async def _probabilities(self, batch: np.ndarray) -> np.ndarray:
@@ -338,6 +326,13 @@ class PyramidNetClassifier:
             log.warning("runner connection lost; retrying a batch of %d once", len(batch))
             return await self.runner.to_async.predict(batch)
 
+    async def _prepared(self, uploads: list[Upload]) -> np.ndarray:
+        """The batch of `uploads`: decoded here when their bytes are few (a thread's hand-off would cost
+        more than the decoding; at most about 1 Mpx, 8 ms, for the most compressible PNG), else in a thread."""
+        if sum(len(upload.data) for upload in uploads) <= INLINE_DECODE_BYTES:
+            return self._prepare(uploads)
+        return await asyncio.to_thread(self._prepare, uploads)
+
     def _prepare(self, uploads: list[Upload]) -> np.ndarray:
         """Files -> float32 (N, 3, 32, 32); a bad file names its position in the request."""
         images = []
@@ -353,45 +348,18 @@ class PyramidNetClassifier:
 
 PyramidNetRunner.add_asgi_middleware(CountCalls, drain=drain)
 
-APIS = PyramidNetClassifier.apis.values()
-API_ROUTES = [api.route for api in APIS]
-FORM_FIELDS = {api.route: form_fields(api.input_spec, settings.max_images_per_request) for api in APIS}
-JSON_ROUTES = {"/classify_json": settings.max_images_per_request}  # base64 images in JSON, decoded by Forms
-INFER_ROUTES = dict.fromkeys(
-    infer_routes(SERVED.name, SERVED.version),
-    InferLimits(settings.max_images_per_request, settings.max_file_bytes, (3, SPEC.input_size, SPEC.input_size)),
+ROUTES.check(api.route for api in PyramidNetClassifier.apis.values())
+# The front hall: every request passes it once (src/model_store/edge/hall.py).
+PyramidNetClassifier.add_asgi_middleware(
+    Hall,
+    routes=ROUTES,
+    bodies=Bodies(max_request_bytes=settings.max_request_bytes, max_file_bytes=settings.max_file_bytes),
+    admission=lambda: Admission(
+        Ledger.for_server(API_WORKERS, (bentoml.server_context.worker_index or 1) - 1),
+        budget_s=settings.max_wait_s,
+        batch_images=settings.max_batch_size,
+    ),
+    document=Document(ROUTES, (SERVED.name, SERVED.version)),
+    timeout_s=settings.timeout_s,
+    keys=settings.keys(),
 )
-IMAGE_ROUTES = [route for route, fields in FORM_FIELDS.items() if fields] + list(JSON_ROUTES) + list(INFER_ROUTES)
-ANSWERS = {api.route: typing.get_type_hints(api.func)["return"] for api in APIS}  # what each answers 200 with
-# Outermost first: each part has one job (src/model_store/edge).
-edge = PyramidNetClassifier.add_asgi_middleware
-edge(RequestId)
-edge(AccessLog)
-edge(RequestMetrics, routes=API_ROUTES + list(INFER_ROUTES))
-edge(
-    ApiDocs,
-    routes=API_ROUTES,
-    answers=ANSWERS,
-    fields=FORM_FIELDS,
-    json_routes=JSON_ROUTES,
-    oip_model=(SERVED.name, SERVED.version),
-)
-edge(ErrorContract, oip_prefix=OIP_PREFIX)
-edge(SecurityHeaders, routes=API_ROUTES + oip_routes(SERVED.name, SERVED.version))
-edge(ApiKeys, keys=settings.keys())
-edge(
-    Forms,
-    fields=FORM_FIELDS,
-    max_request_bytes=settings.max_request_bytes,
-    max_file_bytes=settings.max_file_bytes,
-    json_routes=JSON_ROUTES,
-    infer_routes=INFER_ROUTES,
-)
-edge(
-    Admission,
-    routes=IMAGE_ROUTES,
-    budget_s=settings.max_wait_s,
-    batch_images=settings.max_batch_size,
-    ledger=partial(Ledger.for_server, API_WORKERS, lambda: (bentoml.server_context.worker_index or 1) - 1),
-)
-edge(Deadline, routes=IMAGE_ROUTES, timeout_s=settings.timeout_s)

@@ -22,6 +22,8 @@ The touch points:
 - `framework_error_message`: the message inside BentoML's and Starlette's own error bodies, whose
   shapes are not part of any API; the edge rewrites them into the error contract (edge/contract.py).
 - `is_service_worker`: how a service worker process shows in `ps` (the benchmarks tell roles apart by it).
+- `tracer`: a tracer of BentoML's tracer provider (`BentoMLContainer.tracer_provider`), which its
+  `tracing` settings configure and which it does not make OpenTelemetry's global provider.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import bentoml
+from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.resource import system_resources
+from opentelemetry import trace
 
 # BentoML's private packages: only this module may name them (a unit test searches the repository).
 PRIVATE_PACKAGES = ("bentoml._internal", "_bentoml_impl", "_bentoml_sdk")
@@ -92,3 +96,10 @@ def _describe(detail: Any) -> str:
         return str(detail)
     where = ".".join(str(p) for p in detail.get("loc", ()))
     return f"{where}: {detail.get('msg', 'invalid')}" if where else str(detail.get("msg", "invalid"))
+
+
+def tracer(name: str) -> trace.Tracer:
+    """A tracer of the provider BentoML configures from its `tracing` settings (the exporter, the
+    sample rate), whose spans join the server span BentoML's OpenTelemetry middleware opens: BentoML
+    keeps its provider to itself rather than making it OpenTelemetry's global one."""
+    return BentoMLContainer.tracer_provider.get().get_tracer(name)

@@ -6,6 +6,9 @@ most `max_in_flight` calls open (one by default); requests that arrive meanwhile
 queue and go together, as one float32 (N, 3, S, S) array, in the next call: fuller forward passes,
 fewer calls (docs/performance.md#where-the-cpu-goes measures one call in flight against two). Each
 request gets its own rows back, in order; a failed call fails every request in it.
+
+Each call is a span, `runner call`: the child of the first request's span in it, linked to the
+others', and the parent of the runner's own span (BentoML's client sends its W3C `traceparent`).
 """
 
 from __future__ import annotations
@@ -15,8 +18,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 import numpy as np
+from opentelemetry import trace
+
+from .bentoml_internals import tracer
 
 Call = Callable[[np.ndarray], Awaitable[np.ndarray]]
+Waiting = tuple[np.ndarray, "asyncio.Future[np.ndarray]", trace.SpanContext]
 
 
 class Coalescer:
@@ -27,12 +34,13 @@ class Coalescer:
         self._max_images = max_images
         self._max_in_flight = max_in_flight
         self._in_flight = 0
-        self._queue: deque[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = deque()
+        self._queue: deque[Waiting] = deque()
         self._calls: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
+        self._tracer = tracer("pyramidnet.coalesce")
 
     async def __call__(self, batch: np.ndarray) -> np.ndarray:
         answer: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._queue.append((batch, answer))
+        self._queue.append((batch, answer, trace.get_current_span().get_span_context()))
         self._dispatch()
         return await answer
 
@@ -40,32 +48,36 @@ class Coalescer:
         while self._queue and self._in_flight < self._max_in_flight:
             group, images = [], 0
             while self._queue and (not group or images + len(self._queue[0][0]) <= self._max_images):
-                batch, answer = self._queue.popleft()
-                if answer.cancelled():  # its client left (timeout, disconnect): do not compute it
+                waiting = self._queue.popleft()
+                if waiting[1].cancelled():  # its client left (timeout, disconnect): do not compute it
                     continue
-                group.append((batch, answer))
-                images += len(batch)
+                group.append(waiting)
+                images += len(waiting[0])
             if group:
                 self._in_flight += 1
                 call = asyncio.ensure_future(self._send(group))
                 self._calls.add(call)
                 call.add_done_callback(self._calls.discard)
 
-    async def _send(self, group: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]) -> None:
+    async def _send(self, group: list[Waiting]) -> None:
         try:
-            batches = [batch for batch, _ in group]
-            result = await self._call(batches[0] if len(batches) == 1 else np.concatenate(batches))
+            batches = [batch for batch, _, _ in group]
+            parent = trace.set_span_in_context(trace.NonRecordingSpan(group[0][2]))
+            links = [trace.Link(caller) for _, _, caller in group[1:] if caller.is_valid]
+            attributes = {"pyramidnet.images": sum(len(b) for b in batches), "pyramidnet.requests": len(group)}
+            with self._tracer.start_as_current_span("runner call", parent, links=links, attributes=attributes):
+                result = await self._call(batches[0] if len(batches) == 1 else np.concatenate(batches))
         except Exception as e:
-            for _, answer in group:
+            for _, answer, _ in group:
                 if not answer.done():
                     answer.set_exception(e)
         except BaseException:  # this call was cancelled (shutdown): so are its requests
-            for _, answer in group:
+            for _, answer, _ in group:
                 answer.cancel()
             raise
         else:
             start = 0
-            for batch, answer in group:
+            for batch, answer, _ in group:
                 if not answer.done():
                     answer.set_result(result[start : start + len(batch)])
                 start += len(batch)

@@ -2,18 +2,12 @@
 `{"error": {"code": "<UPPER_SNAKE>", "message": "<sentence>"}, "request_id": "<id>"}`.
 
 `CODES` gives the code of an answer by its status when the framework made it (a 404, a 500);
-`error_response` renders any ApiError; `answers_errors` makes a route return its ApiErrors as
-answers instead of letting the framework turn them into 500s.
+`error_body` is the shape; edge/contract.py renders every answer in it, once.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, ParamSpec, TypeVar
-
-from starlette.responses import Response
+from typing import Any, ClassVar
 
 
 class ApiError(Exception):
@@ -149,27 +143,3 @@ def error_body(
     if request_id is not None:
         body["request_id"] = request_id
     return body
-
-
-def error_response(error: ApiError, request_id: str | None = None) -> Response:
-    """An ApiError as an HTTP answer: the contract's body, Retry-After when it has one."""
-    headers = {"retry-after": str(error.retry_after)} if error.retry_after else None
-    body = json.dumps(error_body(error.code, str(error), request_id, error.retry_after))
-    return Response(body, status_code=error.status, headers=headers, media_type="application/json")
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def answers_errors(route: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | Response]]:
-    """A route whose ApiErrors become their answers (the edge adds the request id)."""
-
-    @functools.wraps(route)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
-        try:
-            return await route(*args, **kwargs)
-        except ApiError as e:
-            return error_response(e)
-
-    return wrapper

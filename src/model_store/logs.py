@@ -1,4 +1,5 @@
-"""JSON log lines for the service's own loggers, each carrying the request id of the request it is about."""
+"""JSON log lines for the service's own loggers, each carrying the ids of the request it is about:
+its request id, and its trace and span ids where a trace records it (edge/context.py)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ import logging
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
 
-REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+# The request being answered (edge/context.py's RequestContext): the edge sets it once at the door.
+REQUEST: ContextVar[Any] = ContextVar("request", default=None)
+IDS = ("request_id", "trace_id", "span_id")
 LOGGERS = ("pyramidnet", "model_store")
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, message, request_id, and any `extra` fields."""
+    """One JSON object per line: ts, level, logger, message, the request's ids, and any `extra` fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = {
@@ -24,8 +28,10 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         line.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
-        if "request_id" not in line and (request_id := REQUEST_ID.get()) is not None:
-            line["request_id"] = request_id
+        if (request := REQUEST.get()) is not None:
+            for name in IDS:
+                if name not in line and (value := getattr(request, name)):
+                    line[name] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)

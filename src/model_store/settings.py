@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = Field(None, description="one key per line; combined with api_keys")
     cors_origins: CommaList = Field((), description="origins allowed by CORS; empty: CORS off")
 
+    # Traces (docs/operations.md#traces): OpenTelemetry through BentoML's tracing settings.
+    otlp_endpoint: str = Field(
+        "", description="OTLP/HTTP endpoint for traces, e.g. http://otel-collector:4318/v1/traces; empty: none"
+    )
+    trace_sample_rate: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.1, description="share of new traces recorded; a request's W3C traceparent decides for its own trace"
+    )
+
     @field_validator("allowed_formats", "cors_origins", "api_keys", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
@@ -78,6 +86,14 @@ class Settings(BaseSettings):
         if self.api_workers != "auto":
             return self.api_workers
         return max(1, math.ceil(cpus / 3))
+
+    def tracing(self) -> dict[str, object]:
+        """BentoML's `tracing` settings of a service: the OTLP/HTTP exporter and the sample rate (parent
+        based: a sampled traceparent is recorded whatever the rate); none without an endpoint."""
+        if not self.otlp_endpoint:
+            return {}
+        otlp = {"protocol": "http", "endpoint": self.otlp_endpoint}
+        return {"exporter_type": "otlp", "sample_rate": self.trace_sample_rate, "otlp": otlp}
 
     def keys(self) -> list[bytes]:
         """Every accepted API key; none means authentication is off."""

@@ -9,7 +9,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 import model_store
-from model_store import telemetry
+from model_store import Settings, telemetry
+from model_store.edge import service_routes
 
 
 def one(name: str, data: bytes, ctype: str = "image/png") -> dict:
@@ -120,9 +121,9 @@ def test_metrics_count_what_was_answered_with_labels_from_a_fixed_set(server, sa
     assert len(started) == 1  # the runner's: one series, not one per process
     assert 0 < time.time() - started[0] < 24 * 3600
     name, version = model["tag"].split(":")
+    routes = service_routes(Settings(), name, version, model["input_size"])  # the route table's labels
     allowed = {
-        "route": {"/classify", "/classify_batch", "/classify_json", "/model_info", "other"}
-        | {f"/v2/models/{name}/infer", f"/v2/models/{name}/versions/{version}/infer"},
+        "route": {route.label for route in routes.values() if route.counted} | {"other"},
         "code": telemetry.CODES,
         "label": set(model["classes"]),
     }

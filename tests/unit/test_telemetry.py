@@ -10,23 +10,22 @@ import string
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route as Path_
 
 from model_store import telemetry
-from model_store.edge import Admission, ErrorContract, Ledger, RequestId, RequestMetrics
-from model_store.edge.asgi import facts
+from model_store.edge import Kind, Ledger, Route, answers_errors
+from model_store.edge.observer import expect
+from model_store.errors import ApiError
 
-from .test_edge import ThreeImages, _get, _post, client, run
+from .test_edge import ONE, TABLE, THREE, _get, _post, edge, run, tiny_app
 
-ROUTES = ["/classify", "/classify_batch", "/model_info", "/fail", "/slow"]
 UNUSED_ROUTE = "/never-requested"
 
 
 def value(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-def metered(*inner: tuple[type, dict]):
-    return client((RequestId, {}), (RequestMetrics, {"routes": ROUTES}), (ErrorContract, {}), *inner)
 
 
 def test_answers_are_counted_and_timed_by_route_and_error_code():
@@ -37,22 +36,24 @@ def test_answers_are_counted_and_timed_by_route_and_error_code():
         "timed": value("pyramidnet_request_duration_seconds_count", route="/slow", code="OK"),
         "slow_sum": value("pyramidnet_request_duration_seconds_sum", route="/slow", code="OK"),
     }
-    run(_post(metered(), "/classify"))
-    run(_post(metered(), "/fail"))
-    run(_post(metered(), "/no/such/route"))
-    run(_post(metered(), "/slow?s=0.2"))
-    run(_get(metered(), "/readyz"))  # probes and scrapes are not answers to count
+    run(_post(edge(), "/classify", content=b"png", headers={"content-type": "image/png"}))
+    run(_post(edge(), "/fail", **ONE))
+    run(_post(edge(), "/no/such/route"))
+    run(_post(edge(), "/slow?s=0.2", **ONE))
+    run(_get(edge(), "/readyz"))  # probes and scrapes are not answers to count
+    run(_get(edge(), "/metrics"))
     assert value("pyramidnet_requests_total", route="/classify", code="OK") == before["ok"] + 1
     assert value("pyramidnet_requests_total", route="/fail", code="INVALID_IMAGE") == before["bad"] + 1
     assert value("pyramidnet_requests_total", route="other", code="NOT_FOUND") == before["missing"] + 1
     assert value("pyramidnet_request_duration_seconds_count", route="/slow", code="OK") == before["timed"] + 1
     assert value("pyramidnet_request_duration_seconds_sum", route="/slow", code="OK") - before["slow_sum"] >= 0.2
     assert value("pyramidnet_requests_total", route="/readyz", code="OK") == 0
+    assert value("pyramidnet_requests_total", route="/metrics", code="OK") == 0
     assert value("pyramidnet_requests_total", route="other", code="OK") == 0
 
 
 def test_every_route_has_its_ok_and_shed_series_before_any_request():
-    RequestMetrics(lambda *a: None, routes=[UNUSED_ROUTE])
+    expect([Route(UNUSED_ROUTE, Kind.QUERY)])
     assert REGISTRY.get_sample_value("pyramidnet_requests_total", {"route": UNUSED_ROUTE, "code": "OK"}) == 0
     assert REGISTRY.get_sample_value("pyramidnet_shed_requests_total", {"route": UNUSED_ROUTE}) == 0
 
@@ -61,14 +62,14 @@ def test_shed_requests_are_counted_by_route(tmp_path):
     ledger = Ledger(tmp_path / "ledger", 1, 0)
     ledger.learn(1.0)
     ledger.add(5)  # 5 s queued: anything more is over the 1 s budget
-    admission = (Admission, {"routes": ["/classify"], "ledger": lambda: ledger, "budget_s": 1.0, "max_hold_s": 0.01})
     shed, answered = (
-        value("pyramidnet_shed_requests_total", route="/classify"),
-        value("pyramidnet_requests_total", route="/classify", code="OVERLOADED"),
+        value("pyramidnet_shed_requests_total", route="/classify_json"),
+        value("pyramidnet_requests_total", route="/classify_json", code="OVERLOADED"),
     )
-    assert run(_post(metered(admission), "/classify")).status_code == 503
-    assert value("pyramidnet_shed_requests_total", route="/classify") == shed + 1
-    assert value("pyramidnet_requests_total", route="/classify", code="OVERLOADED") == answered + 1
+    refused = run(_post(edge(ledger=ledger, budget_s=1.0, max_hold_s=0.01), "/classify_json", **ONE))
+    assert refused.status_code == 503
+    assert value("pyramidnet_shed_requests_total", route="/classify_json") == shed + 1
+    assert value("pyramidnet_requests_total", route="/classify_json", code="OVERLOADED") == answered + 1
 
 
 def test_admission_publishes_the_images_in_flight_and_the_wait_one_more_image_would_expect(tmp_path):
@@ -76,11 +77,10 @@ def test_admission_publishes_the_images_in_flight_and_the_wait_one_more_image_wo
     other_worker = Ledger(tmp_path / "ledger", 2, 1)
     other_worker.learn(0.1)
     other_worker.add(4)
-    admission = (Admission, {"routes": ["/slow"], "ledger": lambda: ledger, "budget_s": 10.0})
 
     async def scenario():
-        async with metered((ThreeImages, {}), admission) as c:
-            call = asyncio.create_task(c.post("/slow?s=0.3"))
+        async with edge(ledger=ledger, budget_s=10.0) as c:
+            call = asyncio.create_task(c.post("/slow?s=0.3", **THREE))
             await asyncio.sleep(0.1)
             during = value("pyramidnet_images_in_flight"), value("pyramidnet_expected_wait_seconds")
             await call
@@ -115,27 +115,28 @@ def test_predictions_are_counted_by_label_with_their_confidence():
 def test_no_label_takes_a_value_from_a_request():
     """Random paths, methods and made-up error codes: every label value stays in a fixed set."""
 
-    class MadeUpCode:  # an inner part that claims a code outside the contract
-        def __init__(self, app):
-            self.app = app
+    class MadeUp(ApiError):  # an error whose code is outside the contract
+        status, code = 400, "".join(random.choices(string.ascii_uppercase, k=12))
 
-        async def __call__(self, scope, receive, send):
-            if scope["path"].startswith("/classify"):
-                facts(scope)["error_code"] = "".join(random.choices(string.ascii_uppercase, k=12))
-            await self.app(scope, receive, send)
+    @answers_errors
+    async def made_up(request: Request) -> Response:
+        raise MadeUp("made up")
 
+    routes = TABLE.with_route(Route("/made_up", Kind.QUERY))
+    app = tiny_app(Path_("/made_up", made_up, methods=["POST"]))
     rng = random.Random(7)
 
     async def scenario():
-        async with metered((MadeUpCode, {})) as c:
+        async with edge(routes=routes, app=app) as c:
             for _ in range(60):
                 path = "/" + "".join(rng.choices(string.ascii_letters + "/._-%", k=rng.randint(1, 30)))
                 await c.request(rng.choice(["GET", "POST", "PUT", "DELETE"]), path)
-                await c.post(rng.choice(["/classify", "/classify_batch"]))
+                await c.post(rng.choice(["/made_up", "/classify_batch"]))
 
     run(scenario())
+    assert value("pyramidnet_requests_total", route="/made_up", code="INTERNAL") > 0  # its code is not a label
     allowed = {
-        "route": {*ROUTES, UNUSED_ROUTE, telemetry.OTHER_ROUTE},
+        "route": {*routes, UNUSED_ROUTE, telemetry.OTHER_ROUTE},
         "code": telemetry.CODES,
     }
     for family in REGISTRY.collect():

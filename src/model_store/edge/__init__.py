@@ -1,32 +1,32 @@
-"""The service's HTTP edge: small ASGI middlewares, one job each, in the order service.py stacks
-them (outermost first): RequestId, AccessLog, RequestMetrics, ApiDocs, ErrorContract, SecurityHeaders, ApiKeys,
-Forms, Admission, Deadline."""
+"""The service's HTTP edge: one ASGI middleware, the front hall (hall.py), that reads each request's
+entry in the route table (table.py, routes.py), makes its context (context.py), reads its body
+(forms.py), admits it (admission.py, ledger.py), renders its errors once (contract.py) and observes
+it once (observer.py). The Open Inference Protocol's routes are oip.py; the OpenAPI document and
+its page, docs.py."""
 
-from .access_log import AccessLog
 from .admission import Admission
-from .auth import ApiKeys
-from .contract import ErrorContract
-from .deadline import Deadline
-from .docs import ApiDocs
-from .forms import Forms, Upload, UploadedForm, form_fields
+from .contract import answers_errors
+from .docs import Document
+from .forms import Bodies, Upload, UploadedForm
+from .hall import Hall
 from .ledger import Ledger
-from .metrics import RequestMetrics
-from .request_id import RequestId
-from .security import SecurityHeaders
+from .routes import Kind, Route, RouteTable
+from .table import ClassifyBatchInput, ClassifyInput, ClassifyJsonInput, service_routes
 
 __all__ = [
-    "AccessLog",
     "Admission",
-    "ApiDocs",
-    "ApiKeys",
-    "Deadline",
-    "ErrorContract",
-    "Forms",
+    "Bodies",
+    "ClassifyBatchInput",
+    "ClassifyInput",
+    "ClassifyJsonInput",
+    "Document",
+    "Hall",
+    "Kind",
     "Ledger",
-    "RequestId",
-    "RequestMetrics",
-    "SecurityHeaders",
+    "Route",
+    "RouteTable",
     "Upload",
     "UploadedForm",
-    "form_fields",
+    "answers_errors",
+    "service_routes",
 ]

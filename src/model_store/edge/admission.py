@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
 
 from .. import telemetry
 from ..errors import Overloaded
-from .asgi import ASGIApp, Message, Receive, Scope, Send, facts
 from .ledger import Ledger
+
+if TYPE_CHECKING:
+    from .context import RequestContext
 
 # How far one answer moves the estimate when its queue held a full batch or more. Slow enough that a
 # lucky answer does not open the door to a crowd (docs/performance.md#overload: the smoothing).
@@ -30,42 +32,39 @@ _SMOOTHING = 0.05
 
 
 class Admission:
-    """Admits POSTs to `routes` by expected wait (see the module docstring). `ledger` makes the
-    worker's ledger (called here, in the worker). Before any answer has been measured, an image is
-    assumed to take `cold_seconds_per_image`. Each answer moves the estimate of all workers towards
-    its own measure, less so when fewer than `batch_images` were queued: the latency of a short queue
-    is mostly one forward pass, not the drain rate of a long one."""
+    """Admits requests by expected wait (see the module docstring): `enter` admits or sheds, `leave`
+    learns from the answer. `ledger` is the worker's ledger. Before any answer has been measured, an
+    image is assumed to take `cold_seconds_per_image`. Each answer moves the estimate of all workers
+    towards its own measure, less so when fewer than `batch_images` were queued: the latency of a
+    short queue is mostly one forward pass, not the drain rate of a long one. Times are the request
+    context's stamps (edge/context.py): it arrived, was admitted, finished."""
 
     def __init__(
         self,
-        app: ASGIApp,
+        ledger: Ledger,
         *,
-        routes: Collection[str],
-        ledger: Callable[[], Ledger],
         budget_s: float,
         batch_images: int = 16,
         cold_seconds_per_image: float = 0.02,
         max_hold_s: float = 2.0,
     ) -> None:
-        self.app = app
-        self.batch_images = batch_images
-        self.routes = frozenset(routes)
-        self.ledger = ledger()
+        self.ledger = ledger
         self.budget_s = budget_s
+        self.batch_images = batch_images
         self.cold_seconds_per_image = cold_seconds_per_image
         self.max_hold_s = max_hold_s
+        self._ahead: dict[int, float] = {}  # images ahead of each request admitted, by id(ctx)
         self._publish()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.routes:
-            await self.app(scope, receive, send)
-            return
-        learnt, now = facts(scope), time.monotonic()
-        images = max(1, learnt.get("images", 1))
+    async def enter(self, ctx: RequestContext) -> None:
+        """Admit the request, or hold it and raise 503 OVERLOADED."""
+        ctx.admitted_ns = time.time_ns()
+        images = max(1, ctx.images)
         ahead = self.ledger.images_in_flight()
         per_image = self._seconds_per_image()
-        wait = now - learnt.get("arrived", now) + (ahead + images) * per_image
+        wait = (ctx.admitted_ns - ctx.arrived_ns) / 1e9 + (ahead + images) * per_image
         if ahead and wait > self.budget_s:
+            ctx.admitted_ns = 0  # shed: not admitted
             excess = wait - self.budget_s
             hold = min(max(excess, (self.ledger.requests_held() + 1) * per_image), self.max_hold_s)
             self.ledger.hold(1)
@@ -78,26 +77,22 @@ class Admission:
                 f"{self.budget_s:g} s budget); retry shortly",
                 retry_after=math.ceil(hold),
             )
-        status = None
-
-        async def observe(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        self._ahead[id(ctx)] = ahead
         self.ledger.add(images)
         self._publish()
-        try:
-            await self.app(scope, receive, observe)
-        finally:
-            self.ledger.add(-images)
-            if status == 200:  # an answer the model computed: how long each image in the queue took
-                queued = ahead + images
-                estimate = self._seconds_per_image()
-                weight = _SMOOTHING * min(1.0, queued / self.batch_images)
-                self.ledger.learn(estimate + weight * ((time.monotonic() - now) / queued - estimate))
-            self._publish()
+
+    def leave(self, ctx: RequestContext) -> None:
+        """An admitted request has its answer (stamped finished): learn from it if the model computed it."""
+        images = max(1, ctx.images)
+        ahead = self._ahead.pop(id(ctx))
+        self.ledger.add(-images)
+        if ctx.status == 200 and ctx.code is None:  # how long each image in the queue took
+            queued = ahead + images
+            estimate = self._seconds_per_image()
+            weight = _SMOOTHING * min(1.0, queued / self.batch_images)
+            measured = (ctx.finished_ns - ctx.admitted_ns) / 1e9 / queued
+            self.ledger.learn(estimate + weight * (measured - estimate))
+        self._publish()
 
     def _seconds_per_image(self) -> float:
         return self.ledger.measured_seconds_per_image() or self.cold_seconds_per_image

@@ -1,4 +1,4 @@
-"""ASGI types and the few helpers the edge's parts share."""
+"""ASGI types, and replaying a body the edge has read."""
 
 from __future__ import annotations
 
@@ -10,17 +10,6 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-# Probes and scrapes: no API key, not counted as requests (the /v2 pair is the Open Inference Protocol's).
-PROBES = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready"})
-REQUEST_ID_KEY = "pyramidnet.request_id"  # BentoML's own middleware writes scope["request_id"]
-# Filled by the edge's parts as a request passes (scope dicts get copied; this one is shared).
-FACTS = "pyramidnet.facts"
-
-
-def facts(scope: Scope) -> dict[str, Any]:
-    """What the edge learnt about this request so far: error code, image count (for the access log)."""
-    return scope.setdefault(FACTS, {})
 
 
 def replay(body: bytes, receive: Receive) -> Receive:

@@ -6,7 +6,7 @@ third party about every visit; its Swagger UI would also fetch a validator badge
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -25,10 +25,10 @@ from ..oip import (
     ServerMetadata,
 )
 from ..schemas import ErrorResponse
-from .asgi import ASGIApp, Message, Receive, Scope, Send
 from .examples import EXAMPLES
 from .forms import JsonBody, raw_field
-from .oip import PREFIX
+from .routes import Kind, RouteTable
+from .table import OIP_PREFIX as PREFIX
 
 TITLE = "PyramidNet-110 CIFAR-10 classifier"
 DESCRIPTION = (
@@ -61,7 +61,6 @@ PAGE = f"""<!DOCTYPE html>
 </body>
 </html>
 """.encode()
-PAGES = frozenset({"/", "/docs"})
 # BentoML's tag names, described for this service (BentoML's own texts describe any service).
 TAGS = {
     "Service APIs": "Classify images, and describe the model that answers and the limits in force",
@@ -74,57 +73,31 @@ OIP_TAG = "Open Inference Protocol"
 OIP_ERRORS = (*ALL_ERRORS, ModelNotFound, NotReady)
 
 
-class ApiDocs:
-    """Answers GET / and GET /docs with PAGE; passes /docs.json through `document`."""
+class Document:
+    """The OpenAPI document BentoML emits, rewritten for the routes of `routes` (see `document`);
+    `oip_model`: (name, version) of the model the Open Inference Protocol's routes serve."""
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        routes: Collection[str],
-        answers: Mapping[str, Any] | None = None,
-        fields: Mapping[str, Mapping[str, int]] | None = None,
-        json_routes: Collection[str] = (),
-        oip_model: tuple[str, str] | None = None,
-    ) -> None:
-        """`oip_model`: (name, version) of the model the Open Inference Protocol's routes serve."""
-        self.app = app
+    def __init__(self, routes: RouteTable, oip_model: tuple[str, str] | None = None) -> None:
         self.routes = routes
-        self.answers = answers or {}
-        self.fields = fields or {}
-        self.json_routes = json_routes
         self.oip_model = oip_model
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and scope["path"] in PAGES:
-            headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(PAGE)).encode())]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": PAGE if scope["method"] == "GET" else b""})
-        elif scope["type"] == "http" and scope["path"] == "/docs.json":
-            transform = _Transform(
-                send,
-                lambda spec: document(spec, self.routes, self.answers, self.fields, self.json_routes, self.oip_model),
-            )
-            await self.app(scope, receive, transform)
-        else:
-            await self.app(scope, receive, send)
+    def __call__(self, body: bytes) -> bytes:
+        return json.dumps(document(json.loads(body), self.routes, self.oip_model)).encode()
 
 
-def document(
-    spec: dict[str, Any],
-    routes: Collection[str],
-    answers: Mapping[str, Any] | None = None,
-    fields: Mapping[str, Mapping[str, int]] | None = None,
-    json_routes: Collection[str] = (),
-    oip_model: tuple[str, str] | None = None,
-) -> dict[str, Any]:
-    """The title and description, the ErrorResponse schema, and on every POST of `routes` one
-    response per error status with the codes it can carry. `answers`: the type each route answers
-    200 with, whose schema replaces BentoML's (which drops `null` from optional fields, so a client
-    generated from it rejects `"warning": null`). `fields`: each image route's file fields and how many
-    files each takes: the body is required, a list field holds 1 to that many, and a route of one file
-    takes it as a raw image body as well. `json_routes`: the routes whose body is a JsonBody (base64
-    images). `oip_model`: (name, version) of the model the Open Inference Protocol's routes serve."""
+def document(spec: dict[str, Any], routes: RouteTable, oip_model: tuple[str, str] | None = None) -> dict[str, Any]:
+    """BentoML's document, with what BentoML cannot be told: the title and description, the
+    ErrorResponse schema, and on every API route of `routes` one response per error status with the
+    codes it can carry. From each route's entry: the type it answers 200 with, whose schema replaces
+    BentoML's (which drops `null` from optional fields, so a client generated from it rejects
+    `"warning": null`); a FILES route's file fields and how many files each takes (the body is
+    required, a list field holds 1 to that many, and a route of one file takes it as a raw image
+    body as well); a BASE64 route's JsonBody; a QUERY route's lack of a body. `oip_model`: (name,
+    version) of the model the Open Inference Protocol's routes serve."""
+    api = routes.of(Kind.FILES, Kind.BASE64, Kind.QUERY)
+    answers = {route.path: route.answer for route in api if route.answer is not None}
+    fields = {route.path: route.files for route in routes.of(Kind.FILES, Kind.QUERY)}
+    json_routes = [route.path for route in routes.of(Kind.BASE64)]
     info = spec.setdefault("info", {})
     info.update(title=TITLE, description=DESCRIPTION, version=__version__)
     info.pop("contact", None)  # BentoML's team, who do not answer for this service
@@ -134,18 +107,18 @@ def document(
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     schemas["ErrorResponse"] = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
     schemas.update(schemas["ErrorResponse"].pop("$defs", {}))
-    for route, answer in (answers or {}).items():
+    for route, answer in answers.items():
         operation = spec.get("paths", {}).get(route, {}).get("post")
         if operation is not None:
             content = operation["responses"]["200"].setdefault("content", {})
             content["application/json"] = {"schema": _component(schemas, answer)}
     for name in [name for name in schemas if name.endswith("IODescriptor")]:  # BentoML's, replaced above
         del schemas[name]
-    for route, files in (fields or {}).items():
+    for route, files in fields.items():
         operation = spec.get("paths", {}).get(route, {}).get("post", {})
         if "requestBody" not in operation:
             continue
-        if not files:  # Forms hands such a route an empty object whatever was sent: it takes no body
+        if not files:  # Bodies hands such a route an empty object whatever was sent: it takes no body
             del operation["requestBody"]
             continue
         operation["requestBody"]["required"] = True
@@ -156,7 +129,7 @@ def document(
                 field = form.get("schema", {}).get("properties", {}).get(name, {})
                 if field.get("type") == "array":
                     field.update(minItems=1, maxItems=most)
-        if raw_field(files) is not None:  # Forms takes the one image as the whole body too
+        if raw_field(files) is not None:  # Bodies takes the one image as the whole body too
             content["image/*"] = {"schema": {"type": "string", "format": "binary"}}
     for route in json_routes:
         operation = spec.get("paths", {}).get(route, {}).get("post")
@@ -165,8 +138,8 @@ def document(
             body = {"schema": schema, "example": EXAMPLES["ImagesRequest"]}
             operation["requestBody"] = {"required": True, "content": {"application/json": body}}
     by_status = _codes_by_status(ALL_ERRORS)
-    for route in routes:
-        operation = spec.get("paths", {}).get(route, {}).get("post")
+    for route in api:
+        operation = spec.get("paths", {}).get(route.path, {}).get("post")
         if operation is None:
             continue
         responses = operation.setdefault("responses", {})
@@ -277,27 +250,3 @@ def _component(schemas: dict[str, Any], answer: Any) -> dict[str, Any]:
         schemas[schema["title"]] = schema
         return {"$ref": f"#/components/schemas/{schema['title']}"}
     return schema
-
-
-class _Transform:
-    """A `send` that parses a 200 JSON answer, passes it through `transform`, and sends the result."""
-
-    def __init__(self, send: Send, transform: Any) -> None:
-        self._send = send
-        self.transform = transform
-        self._start: Message | None = None
-        self._chunks: list[bytes] = []
-
-    async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self._start = message
-            return
-        self._chunks.append(message.get("body", b""))
-        if message.get("more_body", False) or self._start is None:
-            return
-        body = b"".join(self._chunks)
-        if self._start["status"] == 200:
-            body = json.dumps(self.transform(json.loads(body))).encode()
-        headers = [(k, v) for k, v in self._start.get("headers", []) if k.lower() != b"content-length"]
-        await self._send({**self._start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
-        await self._send({"type": "http.response.body", "body": body})

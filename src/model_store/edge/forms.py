@@ -1,6 +1,6 @@
 """The image routes' bodies, read within limits and parsed once.
 
-`Forms` parses a route's multipart body with its checks (only the route's file fields, files not
+`Bodies` parses a route's multipart body with its checks (only the route's file fields, files not
 text or URLs, per-file size, how many files) and hands the files to the route in memory through
 the request scope; `UploadedForm`, the routes' input spec, takes them from there, so BentoML never
 parses the body again nor writes the files to disk (where a long filename used to fail). A route of
@@ -9,7 +9,8 @@ one file (`/classify`) also takes the image as the whole body, sent with an `ima
 checks. `/classify_json` takes the images as base64 in JSON (`{"images": [...]}`, or KServe v1's
 `{"instances": [{"b64": ...}]}`), decoded here into the same uploads, within the same limits counted
 on the decoded bytes. An Open Inference Protocol inference request (model_store.oip) is parsed here
-too, within the same limits, and handed to its route through the request scope.
+too, within the same limits, and handed to its route through the request scope. Which of these a route takes, and its
+limits, is its entry in the route table (edge/table.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import typing
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bentoml
 from pydantic import TypeAdapter, ValidationError
@@ -27,12 +28,16 @@ from starlette.formparsers import MultiPartParser
 from ..bentoml_internals import ParsedByEdge, multipart_fields
 from ..encoded import base64_length, decode_base64
 from ..errors import PayloadTooLarge, TooManyImages, UnsupportedMediaType, ValidationFailed
-from ..oip import HEADER_LENGTH, InferLimits, inflate, parse_infer
+from ..oip import HEADER_LENGTH, inflate, parse_infer
 from ..schemas import ImagesRequest, InstancesRequest
-from .asgi import ASGIApp, Receive, Scope, Send, facts, replay
-from .oip import INFER
+from .asgi import Receive, Scope, replay
+from .routes import Kind
+
+if TYPE_CHECKING:
+    from .context import RequestContext
 
 FORM = "pyramidnet.form"
+INFER = "pyramidnet.infer"  # the scope key an Open Inference Protocol request is left under
 _SHOWN = 80  # characters of a client-chosen name quoted back in a message
 JsonBody = ImagesRequest | InstancesRequest
 JSON_BODY: TypeAdapter[JsonBody] = TypeAdapter(JsonBody)
@@ -49,8 +54,8 @@ class Upload:
 
 
 class UploadedForm(ParsedByEdge):
-    """Input spec of a route behind `Forms`: its fields declare the files (for the OpenAPI document
-    and the generated client); their values are the `Upload`s Forms parsed."""
+    """Input spec of a route whose body `Bodies` reads: its fields declare the files (for the OpenAPI
+    document and the generated client); their values are the `Upload`s Bodies parsed."""
 
     SCOPE_KEY = FORM
 
@@ -69,59 +74,38 @@ def raw_field(expected: Mapping[str, int]) -> str | None:
     return next(iter(expected)) if list(expected.values()) == [1] else None
 
 
-class Forms:
-    """For a POST to one of `fields`' routes: the body, bounded by `max_request_bytes`, parsed
-    once; a route without file fields sees an empty JSON object whatever was sent."""
+class Bodies:
+    """Reads a POST's body within `max_request_bytes` and parses it as its route's kind says
+    (edge/routes.py), once: what the handler takes is left in the scope it gets."""
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        fields: Mapping[str, Mapping[str, int]],
-        max_request_bytes: int,
-        max_file_bytes: int,
-        json_routes: Mapping[str, int] | None = None,
-        infer_routes: Mapping[str, InferLimits] | None = None,
-    ) -> None:
-        """`json_routes`: {route: most images} of the routes that take base64 images in JSON;
-        `infer_routes`: {route: its limits} of the Open Inference Protocol's inference routes."""
-        self.app = app
-        self.fields = fields
+    def __init__(self, *, max_request_bytes: int, max_file_bytes: int) -> None:
         self.max_request_bytes = max_request_bytes
         self.max_file_bytes = max_file_bytes
-        self.json_routes = json_routes or {}
-        self.infer_routes = infer_routes or {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        if scope["path"] in self.json_routes:
+    async def read(self, ctx: RequestContext, scope: Scope, receive: Receive) -> tuple[Scope, Receive]:
+        """The scope and receive() the handler gets; `ctx` learns how many images the body carries."""
+        kind, headers = ctx.route.kind, Headers(scope=scope)
+        if kind is Kind.BASE64:
             body = await self.read_body(receive, base64_length(self.max_request_bytes))
-            files = {"images": self.parse_json(Headers(scope=scope), body, self.json_routes[scope["path"]])}
-            facts(scope)["images"] = len(files["images"])
-            await self.app({**scope, FORM: files}, replay(b"", receive), send)
-            return
-        if limits := self.infer_routes.get(scope["path"]):
-            limit, headers = base64_length(self.max_request_bytes), Headers(scope=scope)
+            files = {"images": self.parse_json(headers, body, ctx.route.files["images"])}
+            ctx.images = len(files["images"])
+            return {**scope, FORM: files}, replay(b"", receive)
+        if kind is Kind.INFER:
+            assert ctx.route.infer is not None
+            limit = base64_length(self.max_request_bytes)
             body = inflate(await self.read_body(receive, limit), headers.get("content-encoding", ""), limit)
-            request = parse_infer(headers.get("content-type", ""), headers.get(HEADER_LENGTH), body, limits)
-            facts(scope)["images"] = request.count
-            await self.app({**scope, INFER: request}, replay(b"", receive), send)
-            return
-        if scope["path"] not in self.fields:
-            await self.app(scope, receive, send)
-            return
+            request = parse_infer(headers.get("content-type", ""), headers.get(HEADER_LENGTH), body, ctx.route.infer)
+            ctx.images = request.count
+            return {**scope, INFER: request}, replay(b"", receive)
+        if kind is Kind.QUERY:  # BentoML answers a body it cannot parse with a 500: give it what it expects
+            await self.read_body(receive, self.max_request_bytes)
+            kept = [(k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")]
+            json_headers = [(b"content-type", b"application/json"), (b"content-length", b"2")]
+            return {**scope, "headers": [*kept, *json_headers]}, replay(b"{}", receive)
         body = await self.read_body(receive, self.max_request_bytes)
-        expected = self.fields[scope["path"]]
-        if not expected:  # BentoML answers a body it cannot parse with a 500: give it what it expects
-            headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")]
-            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json"), (b"content-length", b"2")]}
-            await self.app(scope, replay(b"{}", receive), send)
-            return
-        files = await self.parse(Headers(scope=scope), body, expected)
-        facts(scope)["images"] = sum(len(v) for v in files.values())
-        await self.app({**scope, FORM: files}, replay(b"", receive), send)
+        files = await self.parse(headers, body, ctx.route.files)
+        ctx.images = sum(len(v) for v in files.values())
+        return {**scope, FORM: files}, replay(b"", receive)
 
     async def read_body(self, receive: Receive, limit: int) -> bytes:
         chunks, size = [], 0

@@ -12,7 +12,6 @@ import mmap
 import os
 import struct
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 _SLOT = struct.Struct("<ddd")  # images in flight, shed requests held, seconds per image (estimate)
@@ -37,13 +36,13 @@ class Ledger:
         self._write()
 
     @classmethod
-    def for_server(cls, workers: int, index: Callable[[], int]) -> Ledger:
+    def for_server(cls, workers: int, index: int) -> Ledger:
         """The ledger of the `bentoml serve` this worker belongs to (keyed by its process), removed
-        at exit; `index()` is this worker's, from 0."""
+        at exit; `index` is this worker's, from 0."""
         shm = Path("/dev/shm")
         path = (shm if shm.is_dir() else Path(tempfile.gettempdir())) / f"pyramidnet-admission-{os.getppid()}"
         atexit.register(lambda: path.unlink(missing_ok=True))
-        return cls(path, workers, index())
+        return cls(path, workers, index)
 
     def _column(self, k: int) -> list[float]:
         return [_SLOT.unpack_from(self._map, i * _SLOT.size)[k] for i in range(self._slots)]

@@ -1,10 +1,11 @@
 """The Open Inference Protocol's routes (model_store.oip), an ASGI app the API service mounts.
 
 Health, server and model metadata, model readiness, and inference, for the one model this server
-serves, by its name and its version. The body of an inference request is read and parsed by `Forms`
-(so that `Admission` knows how many images it carries before admitting it); the route finds it in
-the request scope. Errors are raised as ApiErrors; `ErrorContract` answers them in the protocol's
-shape (`{"error": "..."}`, with the code and request id beside it).
+serves, by its name and its version. The body of an inference request is read and parsed by the
+edge (edge/forms.py, so that admission knows how many images it carries before admitting it); the
+route finds it in the request scope. Errors are raised as ApiErrors and rendered in the protocol's
+shape (`{"error": "..."}`, with the code and request id beside it: edge/contract.py). Each path is
+an entry of the route table (edge/table.py).
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
-from ..errors import ModelNotFound, ModelUnavailable, NotReady, answers_errors
+from ..errors import ModelNotFound, ModelUnavailable, NotReady
 from ..oip import InferRequest, encode_infer, model_metadata, server_metadata
 from ..spec import ModelSpec
-
-PREFIX = "/v2"
-INFER = "pyramidnet.infer"  # the scope key Forms leaves the parsed request under
+from .contract import answers_errors
+from .forms import INFER
+from .table import OIP_PREFIX as PREFIX
 
 
 class Served(Protocol):
@@ -37,17 +38,6 @@ class Served(Protocol):
     async def is_ready(self) -> bool: ...
 
     async def probabilities(self, request: InferRequest) -> np.ndarray: ...
-
-
-def infer_routes(name: str, version: str) -> list[str]:
-    """The paths an inference request for the model may take: by name, and by name and version."""
-    return [f"{PREFIX}/models/{name}/infer", f"{PREFIX}/models/{name}/versions/{version}/infer"]
-
-
-def oip_routes(name: str, version: str) -> list[str]:
-    """Every path the routes answer for the model (the health routes, probes, aside)."""
-    models = [f"{PREFIX}/models/{name}", f"{PREFIX}/models/{name}/versions/{version}"]
-    return [PREFIX, *models, *(f"{model}/ready" for model in models), *infer_routes(name, version)]
 
 
 def oip_app(name: str, version: str, served: Callable[[], Served]) -> Starlette:
