@@ -34,6 +34,7 @@ VERSION = kubernetes_validate.latest_version()
 CRD_SCHEMAS = REPO / "tests" / "crd_schemas"
 CUSTOM_KINDS = {"ScaledObject", "ServiceMonitor", "PrometheusRule", "Rollout", "AnalysisTemplate"}
 KEDA, MONITORING, CANARY = "k8s/components/keda", "monitoring", "k8s/components/canary"
+TRACING = "k8s/components/tracing"
 # What a user deploys: an overlay (or the base), with the components they add to it, in that order.
 # The base is not deployable alone: the overlays give it an image and its resources.
 RENDERINGS = {
@@ -48,6 +49,8 @@ RENDERINGS = {
     "cpu+keda+monitoring+canary": ("k8s/overlays/cpu", [KEDA, MONITORING, CANARY]),
     "gpu+keda+monitoring": ("k8s/overlays/gpu", [KEDA, MONITORING]),
     "gpu+keda+monitoring+canary": ("k8s/overlays/gpu", [KEDA, MONITORING, CANARY]),
+    "cpu+tracing": ("k8s/overlays/cpu", [TRACING]),
+    "cpu+keda+monitoring+tracing+canary": ("k8s/overlays/cpu", [KEDA, MONITORING, TRACING, CANARY]),
 }
 WORKLOADS = ("Deployment", "Rollout")
 
@@ -267,6 +270,21 @@ def test_keda_takes_the_bounds_of_the_overlay_it_is_added_to(tmp_path):
     cpu = by_kind(render("cpu", tmp_path))["HorizontalPodAutoscaler"]["spec"]
     scaled = by_kind(render("cpu+keda", tmp_path))["ScaledObject"]["spec"]
     assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (cpu["minReplicas"], cpu["maxReplicas"])
+
+
+@pytest.mark.parametrize("name", ["cpu+tracing", "cpu+keda+monitoring+tracing+canary"])
+def test_tracing_sets_the_collector_and_opens_egress_to_it_and_dns_only(name, tmp_path):
+    resources = render(name, tmp_path)
+    (workload,) = [r for r in resources if r["kind"] in WORKLOADS]
+    env = {e["name"]: e.get("value") for e in workload["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["PYRAMIDNET_OTLP_ENDPOINT"] == "http://otel-collector.observability.svc:4318/v1/traces"
+    assert 0 < float(env["PYRAMIDNET_TRACE_SAMPLE_RATE"]) <= 1
+    egress = by_kind(resources)["NetworkPolicy"]["spec"]["egress"]
+    reached = [(rule["to"][0]["podSelector"]["matchLabels"], rule["ports"]) for rule in egress]
+    assert reached == [
+        ({"app.kubernetes.io/name": "opentelemetry-collector"}, [{"port": 4318, "protocol": "TCP"}]),
+        ({"k8s-app": "kube-dns"}, [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]),
+    ]
 
 
 def test_the_network_policy_admits_only_the_ingress_controller_and_prometheus(tmp_path):
