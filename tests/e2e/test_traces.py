@@ -51,7 +51,7 @@ class Receiver(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: Receiver
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         assert self.path == "/v1/traces"
         assert self.headers["Content-Type"] == "application/x-protobuf"
         request = ExportTraceServiceRequest.FromString(self.rfile.read(int(self.headers["Content-Length"])))
@@ -153,4 +153,5 @@ def test_an_error_answer_is_traced_with_its_code_and_a_new_trace_begins_without_
     assert edge.parent_span_id == b""  # the root: no traceparent came
     assert attributes(edge)["pyramidnet.code"] == "INVALID_IMAGE"
     (line,) = [entry for entry in access_lines(server) if entry["request_id"] == request_id]
-    assert (line["trace_id"], line["span_id"], line["error_code"]) == (request_id, hex_id(edge.span_id), "INVALID_IMAGE")
+    assert (line["trace_id"], line["span_id"]) == (request_id, hex_id(edge.span_id))
+    assert line["error_code"] == "INVALID_IMAGE"
