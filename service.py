@@ -56,7 +56,7 @@ settings = Settings()
 configure_logging()
 log = logging.getLogger("pyramidnet")
 API_WORKERS = settings.api_worker_count(cpu_budget())
-# BentoML's own traffic timeout answers outside the error contract: the edge's Deadline answers first.
+# BentoML's own traffic timeout answers outside the error contract: the edge's deadline answers first.
 FRAMEWORK_TIMEOUT_S = settings.timeout_s + 30
 # The runner's SIGTERM waits for the calls the API workers still send it (see shutdown.py).
 drain = DrainBeforeExit(max_s=settings.timeout_s)

@@ -25,9 +25,9 @@ from model_store.imaging import normalize
 from model_store.openvino_ir import Runtime, compile_ir
 from model_store.paired import only_right, upper_bound_pp
 from model_store.registry import embedded_default
+from model_store.training.data import read_split, split_holdout
 
 from .hey import DATA_HELP, data_folder
-from .int8_settings import script
 
 MARGINS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 
@@ -61,12 +61,12 @@ def main() -> None:
     parser.add_argument("--margins", type=float, nargs="+", default=MARGINS)
     args = parser.parse_args()
 
-    train, spec, default = script("train"), ModelSpec(), embedded_default()
+    spec, default = ModelSpec(), embedded_default()
     data = data_folder(args.data)
-    x, y = train.read_split(data, "train")
-    train_idx, holdout = train.split_holdout(y, args.holdout_per_class, args.seed)
+    x, y = read_split(data, "train")
+    train_idx, holdout = split_holdout(y, args.holdout_per_class, args.seed)
     others = np.random.default_rng(7).permutation(train_idx)[: args.train_images]
-    test_x, test_y = train.read_split(data, "test")
+    test_x, test_y = read_split(data, "test")
     held = normalize(x[holdout], spec)
     views = {
         "hold-out and mirror": (np.concatenate([held, held[..., ::-1]]), np.concatenate([y[holdout]] * 2)),

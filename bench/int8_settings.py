@@ -14,11 +14,8 @@ once on them by `bench.precisions`. A figure, not a test.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 import bentoml
@@ -31,18 +28,11 @@ from model_store.inference import softmax
 from model_store.openvino_ir import IR_DIR, IR_FILES, compile_ir
 from model_store.paired import only_right
 from model_store.spec import ModelSpec
+from model_store.training.data import CALIBRATION_PER_CLASS, calibration_indices, read_split, split_holdout
 
 from .hey import DATA_HELP, data_folder
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def script(name: str) -> types.ModuleType:
-    """scripts/<name>.py as a module: train.py's data reading and hold-out split, save_model.py's calibration size."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def probabilities(run, images: np.ndarray) -> np.ndarray:
@@ -62,10 +52,10 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", help="run only the settings whose names contain one of these")
     args = parser.parse_args()
 
-    train, per_class = script("train"), script("save_model").CALIBRATION_PER_CLASS
+    per_class = CALIBRATION_PER_CLASS
     data = data_folder(args.data)
-    x, y = train.read_split(data, "train")
-    train_idx, holdout = train.split_holdout(y, args.holdout_per_class, args.seed)
+    x, y = read_split(data, "train")
+    train_idx, holdout = split_holdout(y, args.holdout_per_class, args.seed)
     pool = np.random.default_rng(1).permutation(train_idx)
     checked, calibration_pool = pool[-5000:], pool[:-5000]
     spec = ModelSpec()
@@ -73,7 +63,7 @@ def main() -> None:
     first = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(spec.num_classes)])
     size = f"{len(first):,}"
     # ship_weights.py's calibration for the shipped int8 model: as many, all outside the hold-out
-    outside = train.calibration_indices(y, train_idx, per_class)
+    outside = calibration_indices(y, train_idx, per_class)
     advanced = nncf.quantization.advanced_parameters
     settings = {
         f"{size} (save_model.py), defaults": (first, {}),

@@ -24,98 +24,25 @@ The test set is not read.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import shlex
 import sys
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-import openvino
-
-from model_store import ModelSpec
-from model_store.conversion import build_ir, named_by_position
+from model_store import cifar10
 from model_store.extras import torch_required
-from model_store.openvino_ir import Runtime, compile_ir
-from model_store.paired import only_right
 
 with torch_required("scripts/quantize_aware.py"):
-    import torch
-    import torch.nn.functional as F
-    from save_model import CALIBRATION_PER_CLASS
-    from train import (
-        StopRequest,
-        augment,
-        calibration_indices,
-        cpu_name,
-        initial_weights,
-        lr_at,
-        normalize,
-        read_split,
-        save_atomically,
-        split_holdout,
-        to_nchw,
-    )
-
-    from model_store.architecture import build_network
+    import torch  # noqa: F401 (the one-line message when torch is missing, before NNCF's own)
 
 try:
-    import nncf
-    import nncf.torch
-except ImportError:
+    from model_store.training.qat import Piece, Recipe, quantize_aware
+except ImportError as e:
+    if e.name != "nncf":
+        raise
     raise SystemExit("quantize_aware.py needs NNCF: pip install -e '.[int8]'") from None
 
-log = logging.getLogger("quantize_aware")
-# NNCF compiles its CPU extension on the first fake-quantized forward pass of a new environment: 19 s on
-# the Zen 5 EPYC with the other core busy, which a slower CPU would bring near NNCF's 60 s limit, where it
-# gives up with an error. The limit is there to notice a build lock left behind; ten minutes still does.
-os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "600")
-
-EVAL_BATCH = 250
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """What makes two pieces one run: a resumed piece must train with the same recipe."""
-
-    weights: str  # sha256 of the fp32 weights quantized
-    steps: int
-    batch_size: int
-    lr: float
-    holdout_per_class: int
-    limit_per_class: int | None
-    seed: int
-    blocks_per_stage: int
-
-
-def export(model: torch.nn.Module, spec: ModelSpec) -> openvino.Model:
-    """The QAT network as an OpenVINO int8 model shaped as build_ir's: `images` (N, 3, S, S) -> `logits`."""
-    model.eval()
-    side = spec.input_size
-    # Traced here, without torch's trace check (which runs the network twice more): the same IR, byte for byte,
-    # in half the time of convert_model's own tracing (docs/performance.md, Quantization-aware training).
-    traced = torch.jit.trace(model, torch.zeros(1, 3, side, side), check_trace=False)
-    graph = openvino.convert_model(traced, input=[(-1, 3, side, side)])
-    graph.inputs[0].get_tensor().set_names({"images"})
-    graph.outputs[0].get_tensor().set_names({"logits"})
-    return named_by_position(graph)
-
-
-def compare(int8: Runtime, fp32_logits: np.ndarray, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """The int8 network against fp32 on the same normalised images, image by image."""
-    logits = np.concatenate([int8(images[i : i + EVAL_BATCH]) for i in range(0, len(images), EVAL_BATCH)])
-    int8_right, fp32_right = logits.argmax(1) == labels, fp32_logits.argmax(1) == labels
-    losses, gains = only_right(fp32_right, int8_right)
-    return {
-        "int8_top1": round(float(int8_right.mean() * 100), 2),
-        "fp32_top1": round(float(fp32_right.mean() * 100), 2),
-        "losses": losses,
-        "gains": gains,
-        "agreement": round(float((logits.argmax(1) == fp32_logits.argmax(1)).mean() * 100), 2),
-    }
+REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -141,15 +68,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    state_path, history_path = args.run / "state.pt", args.run / "history.jsonl"
-    if args.resume and not state_path.exists():
-        raise SystemExit(f"quantize_aware: error: {state_path} does not exist: there is nothing to resume")
-    if not args.resume and state_path.exists():
-        raise SystemExit(f"quantize_aware: error: {state_path} exists: pass --resume, or choose another --run")
-    started, stop = time.monotonic(), StopRequest()
-    weights, sha = initial_weights(args.weights)
+    piece = Piece(
+        data=cifar10.layout(args.data, REPO / cifar10.CACHE),
+        run=args.run,
+        command=shlex.join(["python", "scripts/quantize_aware.py", *(sys.argv[1:] if argv is None else argv)]),
+        weights=args.weights,
+        resume=args.resume,
+        eval_every=args.eval_every,
+        time_limit_min=args.time_limit_min,
+    )
     recipe = Recipe(
-        weights=sha,
+        weights="",  # the piece's weights' sha256, filled in
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -158,128 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         blocks_per_stage=args.blocks_per_stage,
     )
-    # The run's own file: NNCF's config in it holds NNCF's classes, which weights_only refuses.
-    state = torch.load(state_path, weights_only=False) if args.resume else None
-    if state is not None and state["recipe"] != asdict(recipe):  # before any data is read
-        raise SystemExit(
-            f"quantize_aware: error: {state_path} was trained with {state['recipe']}, not {asdict(recipe)}"
-        )
-    spec = ModelSpec(num_layers=recipe.blocks_per_stage)
-    images, labels = read_split(args.data, "train", recipe.limit_per_class)
-    train_idx, holdout = split_holdout(labels, recipe.holdout_per_class, recipe.seed)
-    x_all = to_nchw(images)
-    x_train, held, held_labels = x_all[train_idx], normalize(x_all[holdout], spec).numpy(), labels[holdout]
-    fp32 = compile_ir(build_ir(spec, weights), "fp32")
-    fp32_held = np.concatenate([fp32(held[i : i + EVAL_BATCH]) for i in range(0, len(held), EVAL_BATCH)])
-
-    torch.manual_seed(recipe.seed)
-    network = build_network(spec, weights).eval()
-    calibration_idx = calibration_indices(labels, train_idx, CALIBRATION_PER_CLASS)
-    calibrated = len(calibration_idx)
-    if state is None:
-        calibration = normalize(x_all[calibration_idx], spec)
-        samples = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
-        model = nncf.quantize(network, samples, subset_size=len(calibration))
-    else:
-        model = nncf.torch.load_from_config(network, state["nncf"])
-        model.load_state_dict(state["model"])
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    step, clock = 0, {"train_seconds": 0.0, "wall_seconds": 0.0}
-    command = shlex.join(["python", "scripts/quantize_aware.py", *(sys.argv[1:] if argv is None else argv)])
-    args.run.mkdir(parents=True, exist_ok=True)
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        step, clock, command = state["step"], state["clock"], state["command"]
-        log.info("resumed at step %d of %d", step, recipe.steps)
-    else:
-        history_path.write_text("")
-        log.info("recipe: %s", json.dumps(asdict(recipe)))
-
-    def record(**figures: float) -> None:
-        with history_path.open("a") as f:
-            f.write(json.dumps({"step": step, **figures}) + "\n")
-        log.info("step %d: %s", step, figures)
-
-    def save_state() -> None:
-        save_atomically(
-            {
-                "recipe": asdict(recipe),
-                "command": command,
-                "nncf": nncf.torch.get_config(model),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "generator": generator.get_state(),
-                "step": step,
-                "clock": clock,
-            },
-            state_path,
-        )
-
-    if step == recipe.steps:
-        log.info("done already: %s", args.run / "int8.xml")
-        return 0
-    if step == 0:
-        record(**compare(compile_ir(export(model, spec), "int8"), fp32_held, held, held_labels))
-    mark = time.monotonic()
-    while step < recipe.steps:
-        tick = time.monotonic()
-        batch = normalize(
-            augment(x_train[torch.randint(len(x_train), (recipe.batch_size,), generator=generator)], generator), spec
-        )
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, recipe.steps, 0, recipe.lr)
-        target = torch.from_numpy(fp32(batch.numpy())).log_softmax(1)
-        model.eval()  # the batch norms keep the statistics fp32 was trained with
-        loss = F.kl_div(model(batch).log_softmax(1), target, log_target=True, reduction="batchmean")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        clock["train_seconds"] += time.monotonic() - tick
-        graph = export(model, spec) if step % args.eval_every == 0 or step == recipe.steps else None
-        if graph is not None:
-            record(
-                loss=round(loss.item(), 6),
-                images_per_s=round(step * recipe.batch_size / clock["train_seconds"], 1),
-                **compare(compile_ir(graph, "int8"), fp32_held, held, held_labels),
-            )
-        why = stop.signal or (
-            f"time limit {args.time_limit_min:g} min"
-            if args.time_limit_min is not None and time.monotonic() - started > args.time_limit_min * 60
-            else None
-        )
-        if why and step < recipe.steps:
-            clock["wall_seconds"] += time.monotonic() - mark
-            save_state()
-            log.info("piece ended (%s) at step %d of %d: continue with --resume", why, step, recipe.steps)
-            return 0
-    clock["wall_seconds"] += time.monotonic() - mark
-    graph.set_rt_info(recipe.weights, ["pyramidnet", "weights_sha256"])
-    graph.set_rt_info(
-        f"NNCF quantization-aware training: {recipe.steps} steps of {recipe.batch_size} training images distilled "
-        f"from fp32, from {calibrated} calibration images outside the hold-out",
-        ["pyramidnet", "calibrated_on"],
-    )
-    scratch = args.run / "int8.tmp.xml"
-    openvino.save_model(graph, scratch, compress_to_fp16=False)
-    os.replace(scratch.with_suffix(".bin"), args.run / "int8.bin")
-    os.replace(scratch, args.run / "int8.xml")
-    save_state()  # after the model: a finished run's state says it is done
-    summary = {
-        "recipe": asdict(recipe),
-        "holdout": json.loads(history_path.read_text().splitlines()[-1]),
-        **{k: round(v, 1) for k, v in clock.items()},
-        "images_per_s": round(recipe.steps * recipe.batch_size / clock["train_seconds"], 1),
-        "hardware": f"{cpu_name()}, {os.cpu_count()} cores",
-        "torch": torch.__version__,
-        "nncf": nncf.__version__,
-        "command": command,
-    }
-    (args.run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("done: %s", args.run / "int8.xml")
-    return 0
+    return quantize_aware(piece, recipe)
 
 
 if __name__ == "__main__":

@@ -33,12 +33,11 @@ from bentoml.exceptions import BentoMLException
 
 from model_store import DEFAULT_MODEL_NAME, ModelSpec, decode_image, preprocess_batch
 from model_store.checkpoint import Checkpoint, stored_weights
-from model_store.conversion import ir_classifier
+from model_store.conversion import CALIBRATION_PER_CLASS, ir_classifier
 from model_store.evaluation import labelled_images, measure, verdict
 from model_store.extras import has_torch, needs_torch
 from model_store.registry import embedded_default, register
 
-CALIBRATION_PER_CLASS = 30  # 300 CIFAR-10 images: NNCF's default calibration size
 MAX_PIXELS = 10**8
 
 

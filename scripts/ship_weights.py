@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import openvino
-from save_model import CALIBRATION_PER_CLASS
 
 from model_store import Classifier, ModelSpec, cifar10
 from model_store.checkpoint import CheckpointError, Weights
@@ -48,14 +47,20 @@ from model_store.imaging import normalize
 from model_store.openvino_ir import Int8Accuracy, Runtime, compile_ir
 from model_store.paired import only_right, upper_bound_pp
 from model_store.registry import SHIPPED_WEIGHTS, embedded_default, int8_belongs_to, ship_weights
+from model_store.training.data import (
+    CALIBRATION_PER_CLASS,
+    calibration_indices,
+    jpeg_copies,
+    read_split,
+    split_holdout,
+)
 
 with torch_required("scripts/ship_weights.py"):
-    from train import calibration_indices, data_layout, read_split, split_holdout
-
     from model_store.architecture import build_network
     from model_store.backends import torch_classifier
     from model_store.pth import read_checkpoint
 
+REPO = Path(__file__).resolve().parents[1]
 BATCH = 250
 
 
@@ -68,13 +73,6 @@ def right(model: Classifier, images: np.ndarray, labels: np.ndarray) -> np.ndarr
 def percent(correct: np.ndarray) -> float:
     """The share of True in `correct`, in percent, as the model card records it."""
     return round(float(correct.mean() * 100), 2)
-
-
-def jpeg_copies(exact_labels: np.ndarray, jpeg_labels: np.ndarray) -> np.ndarray:
-    """Where read_split's test JPEGs hold the exact images: image i of class c is test/<c>/k.jpg, k counting the
-    earlier test images of class c (the data README's rule); the JPEGs are in class, then file order."""
-    earlier = np.array([(exact_labels[:i] == c).sum() for i, c in enumerate(exact_labels)], dtype=np.int64)
-    return np.searchsorted(jpeg_labels, exact_labels) + earlier
 
 
 def ship_int8(weights: Path, data: Path, split: dict[str, Any], qat: Path | None = None) -> tuple[Path, Int8Accuracy]:
@@ -152,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.run is not None and args.int8 is not None:
         parser.error("--int8 is an int8 model of the weights already shipped: new weights (--run) need their own")
+    args.data = cifar10.layout(args.data, REPO / cifar10.CACHE)
     if args.run is None:
         split = {"holdout_per_class": args.holdout_per_class, "seed": args.seed}
         return _report_int8(*ship_int8(args.out, args.data, split, args.int8), args.data)
@@ -176,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     images, labels = read_split(args.data, "test")
     jpeg_right = right(model, images, labels)
-    exact = np.load(data_layout(args.data) / cifar10.EXACT)
+    exact = np.load(args.data / cifar10.EXACT)
     jpeg, exact_top1 = percent(jpeg_right), percent(right(model, exact["images"], exact["labels"]))
     exact_as_jpeg = percent(jpeg_right[jpeg_copies(exact["labels"], labels)])
 

@@ -19,31 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from model_store import ModelSpec
-from model_store.conversion import build_ir
-from model_store.extras import torch_required
-from model_store.imaging import normalize
-from model_store.inference import softmax
-from model_store.openvino_ir import compile_ir
+from model_store import ModelSpec, cifar10
+from model_store.training.data import read_split, split_holdout
+from model_store.training.teacher import teacher_probabilities
 
-with torch_required("scripts/teacher.py"):
-    from train import initial_weights, read_split, split_holdout
-
-BATCH = 500
-
-
-def teacher_probabilities(sources: list[str], images: np.ndarray, spec: ModelSpec) -> tuple[np.ndarray, list[str]]:
-    """The flip-averaged ensemble's probabilities of uint8 (N, 32, 32, 3) images, and each source's sha256."""
-    x = normalize(images, spec)
-    total, shas = np.zeros((len(x), spec.num_classes), dtype=np.float64), []
-    for source in sources:
-        weights, sha = initial_weights(source)
-        run = compile_ir(build_ir(spec, weights), "fp32")
-        for i in range(0, len(x), BATCH):
-            batch = x[i : i + BATCH]
-            total[i : i + BATCH] += softmax(run(batch)) + softmax(run(np.ascontiguousarray(batch[..., ::-1])))
-        shas.append(sha)
-    return (total / (2 * len(sources))).astype(np.float32), shas
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     spec = ModelSpec(num_layers=args.blocks_per_stage)
-    images, labels = read_split(args.data, "train", args.limit_per_class)
+    images, labels = read_split(cifar10.layout(args.data, REPO / cifar10.CACHE), "train", args.limit_per_class)
     probabilities, shas = teacher_probabilities(args.weights, images, spec)
     _, holdout = split_holdout(labels, args.holdout_per_class, args.seed)
     holdout_top1 = float((probabilities[holdout].argmax(1) == labels[holdout]).mean() * 100)

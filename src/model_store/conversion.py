@@ -82,6 +82,9 @@ def save_ir(graph: openvino.Model, folder: Path) -> Path:
     return xml
 
 
+CALIBRATION_PER_CLASS = 30  # images of each class an int8 model is calibrated on: 300, NNCF's default size
+
+
 def quantize_ir(xml: Path, calibration: np.ndarray, calibrated_on: str = "", out: Path | None = None) -> Path:
     """int8 post-training quantization of an fp32 IR (NNCF) calibrated on normalised images, saved
     beside it (or at `out`); returns the int8 .xml."""

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import train
-from ship_weights import jpeg_copies
+
+from model_store.training.data import jpeg_copies, read_split
 
 from ..scripts import script
 
@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_the_exact_images_are_found_among_the_test_jpegs(training_data, exact_images):
     images, labels = exact_images
-    jpegs, jpeg_labels = train.read_split(training_data, "test")
+    jpegs, jpeg_labels = read_split(training_data, "test")
     copies = jpeg_copies(labels, jpeg_labels)
     assert (jpeg_labels[copies] == labels).all()
     error = np.abs(jpegs[copies].astype(np.int16) - images).mean(axis=(1, 2, 3))

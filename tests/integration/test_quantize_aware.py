@@ -1,4 +1,4 @@
-"""quantize_aware.py in-process: its export (the QAT network as the int8 IR convert_model makes of it), and the time
+"""qat.py in-process: its export (the QAT network as the int8 IR convert_model makes of it), and the time
 NNCF is given to build its CPU extension."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import os
 
 import nncf
 import openvino
-import quantize_aware
 import torch
 
 from model_store import ModelSpec
 from model_store.architecture import as_arrays, build_network, from_spec
+from model_store.training import qat
 
 
 def test_export_is_the_ir_convert_models_own_tracing_makes_byte_for_byte(tmp_path):
@@ -23,13 +23,13 @@ def test_export_is_the_ir_convert_models_own_tracing_makes_byte_for_byte(tmp_pat
     images = torch.randn(4, 3, spec.input_size, spec.input_size)
     model = nncf.quantize(network, nncf.Dataset([images[i : i + 1] for i in range(4)]), subset_size=4)
 
-    ours = quantize_aware.export(model, spec)
+    ours = qat.export(model, spec)
     theirs = openvino.convert_model(
         model, example_input=torch.zeros(1, 3, spec.input_size, spec.input_size), input=[(-1, 3, 32, 32)]
     )
     theirs.inputs[0].get_tensor().set_names({"images"})
     theirs.outputs[0].get_tensor().set_names({"logits"})
-    theirs = quantize_aware.named_by_position(theirs)
+    theirs = qat.named_by_position(theirs)
     for name, graph in (("ours", ours), ("theirs", theirs)):
         openvino.save_model(graph, tmp_path / f"{name}.xml", compress_to_fp16=False)
     assert (tmp_path / "ours.xml").read_bytes() == (tmp_path / "theirs.xml").read_bytes()

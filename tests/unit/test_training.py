@@ -7,9 +7,10 @@ import itertools
 import numpy as np
 import pytest
 import torch
-import train
 
 from model_store import ModelSpec
+from model_store.training import run as train
+from model_store.training.data import split_holdout
 
 
 def test_augmentation_crops_with_zero_padding_and_flips():
@@ -85,12 +86,12 @@ def test_every_residual_block_starts_as_the_identity():
 
 def test_holdout_is_stratified_disjoint_and_fixed_by_the_seed():
     labels = np.repeat(np.arange(10), 50)
-    train_idx, holdout = train.split_holdout(labels, 5, seed=0)
+    train_idx, holdout = split_holdout(labels, 5, seed=0)
     assert np.bincount(labels[holdout]).tolist() == [5] * 10
     assert not set(train_idx) & set(holdout)
     assert len(train_idx) + len(holdout) == len(labels)
-    assert np.array_equal(holdout, train.split_holdout(labels, 5, seed=0)[1])
-    assert not np.array_equal(holdout, train.split_holdout(labels, 5, seed=1)[1])
+    assert np.array_equal(holdout, split_holdout(labels, 5, seed=0)[1])
+    assert not np.array_equal(holdout, split_holdout(labels, 5, seed=1)[1])
 
 
 RECIPE = train.Recipe(

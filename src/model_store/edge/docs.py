@@ -124,7 +124,7 @@ def document(spec: dict[str, Any], routes: RouteTable, oip_model: tuple[str, str
         operation["requestBody"]["required"] = True
         content = operation["requestBody"].setdefault("content", {})
         for form in content.values():
-            form.get("schema", {})["additionalProperties"] = False  # Forms refuses any other field
+            form.get("schema", {})["additionalProperties"] = False  # Bodies refuses any other field
             for name, most in files.items():
                 field = form.get("schema", {}).get("properties", {}).get(name, {})
                 if field.get("type") == "array":
