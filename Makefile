@@ -117,6 +117,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 build: $(VENV)/.serve
 	@$(resolve_model); PYRAMIDNET_MODEL=$$tag $(BIN)/bentoml build -f $(BENTOFILE)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import bentoml
@@ -94,12 +95,13 @@ def build(
     module = module.to(device).eval()
     if backend == "onnx":
         return _onnx(module, input_size)
+    network: Callable[[torch.Tensor], torch.Tensor] = module
     if backend in ("fused", "compile"):
         # Only a batch norm that follows a convolution folds into it (torch.fx's `fuse` copies the
         # module and folds exactly those); one before a convolution would move the zero padding.
-        module = fuse(module).to(memory_format=torch.channels_last)
+        network = fuse(module).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
     if backend == "compile":
-        module = torch.compile(module, dynamic=True)
+        network = torch.compile(network, dynamic=True)
     layout = torch.contiguous_format if backend == "eager" else torch.channels_last
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
 
@@ -108,7 +110,7 @@ def build(
         autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
         try:
             with torch.inference_mode(), autocast:
-                return module(x).float().cpu().numpy()
+                return network(x).float().cpu().numpy()
         except torch.OutOfMemoryError as e:  # Classifier splits the batch on MemoryError
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -133,6 +135,7 @@ def _onnx(module: nn.Module, input_size: int) -> Runtime:
     )
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
+    assert exported is not None  # the dynamo exporter's program (None only for the legacy one)
     session = ort.InferenceSession(exported.model_proto.SerializeToString(), options, ["CPUExecutionProvider"])
     log.info("exported to ONNX and loaded into ONNX Runtime %s", ort.__version__)
 

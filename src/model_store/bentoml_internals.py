@@ -50,7 +50,7 @@ def cpu_budget() -> float:
     return min(float(visible), float(system_resources()["cpu"]))
 
 
-class ParsedByEdge(bentoml.IODescriptor):
+class ParsedByEdge(bentoml.IODescriptor):  # type: ignore[misc]  # BentoML's pydantic-made base is Any to mypy
     """A route's input spec whose value an ASGI middleware put in the request scope under `SCOPE_KEY`.
 
     Its fields still declare the inputs, for the OpenAPI document and the generated client; BentoML

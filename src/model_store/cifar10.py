@@ -81,8 +81,8 @@ def read_binary(source: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if source.is_file():
         with tarfile.open(source) as tar:
             for member in tar:
-                if member.isfile() and Path(member.name).name in wanted:
-                    files[Path(member.name).name] = tar.extractfile(member).read()
+                if member.isfile() and Path(member.name).name in wanted and (file := tar.extractfile(member)):
+                    files[Path(member.name).name] = file.read()
     else:
         folder = source / "cifar-10-batches-bin" if (source / "cifar-10-batches-bin").is_dir() else source
         files = {name: (folder / name).read_bytes() for name in wanted if (folder / name).is_file()}

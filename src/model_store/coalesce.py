@@ -46,7 +46,8 @@ class Coalescer:
 
     def _dispatch(self) -> None:
         while self._queue and self._in_flight < self._max_in_flight:
-            group, images = [], 0
+            group: list[Waiting] = []
+            images = 0
             while self._queue and (not group or images + len(self._queue[0][0]) <= self._max_images):
                 waiting = self._queue.popleft()
                 if waiting[1].cancelled():  # its client left (timeout, disconnect): do not compute it

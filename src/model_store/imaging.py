@@ -103,8 +103,8 @@ def resize(image: Image.Image, spec: ModelSpec) -> Image.Image:
 def normalize(pixels: np.ndarray, spec: ModelSpec) -> np.ndarray:
     """uint8 (..., H, W, 3) -> float32 (..., 3, H, W), bit-identical to ToTensor() + Normalize(mean, std)."""
     x = pixels.astype(np.float32) / np.float32(255)
-    x = (x - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
-    return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+    normalised = (x - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
+    return np.ascontiguousarray(np.moveaxis(normalised, -1, -3))
 
 
 def preprocess(image: Image.Image, spec: ModelSpec) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -66,7 +66,7 @@ def choose(
         raise ValueError("int8 runs only through OpenVINO on the CPU")
     if precision == "fp16" and device_type != "cuda":
         raise ValueError(f"fp16 runs only on CUDA with a torch backend; {device_type} with {backend} cannot")
-    return Choice(cast(Backend, backend), cast(Precision, precision), reason)  # both checked above
+    return Choice(backend, precision, reason)  # both checked above
 
 
 def _cpu_default(backend: str, int8: Int8Accuracy | None) -> tuple[str, str]:

@@ -150,7 +150,7 @@ class InferRequest:
     @property
     def count(self) -> int:
         """How many images it carries."""
-        return len(self.images) if self.images is not None else len(self.pixels)
+        return len(self.images) if self.images is not None else len(self.pixels if self.pixels is not None else ())
 
 
 def server_metadata(version: str) -> dict[str, Any]:
@@ -210,12 +210,13 @@ def parse_infer(content_type: str, header_length: str | None, body: bytes, limit
     if size is None and tensor.data is None:
         raise ValidationFailed(f"input {tensor.name[:_SHOWN]!r} has neither data nor binary_data_size")
     classification, binary_output = _outputs(request)
-    common = {"id": request.id, "classification": classification, "binary_output": binary_output}
     raw = binary if size is not None else None
     if tensor.name == IMAGES:
-        return InferRequest(images=_images(tensor, raw, limits), **common)
+        images = _images(tensor, raw, limits)
+        return InferRequest(request.id, images=images, classification=classification, binary_output=binary_output)
     if tensor.name == PIXELS:
-        return InferRequest(pixels=_pixels(tensor, raw, limits), **common)
+        pixels = _pixels(tensor, raw, limits)
+        return InferRequest(request.id, pixels=pixels, classification=classification, binary_output=binary_output)
     raise ValidationFailed(f"unknown input {tensor.name[:_SHOWN]!r}: send {IMAGES!r} (BYTES) or {PIXELS!r} (FP32)")
 
 
@@ -316,7 +317,8 @@ def _images(tensor: RequestInput, binary: bytes | None, limits: InferLimits) -> 
 
 def _unpack(binary: bytes) -> list[bytes]:
     """BYTES elements of binary data: each a little-endian uint32 length, then that many bytes."""
-    files, at = [], 0
+    files: list[bytes] = []
+    at = 0
     while at < len(binary):
         if at + _LENGTH.size > len(binary):
             raise ValidationFailed("binary data ends inside an element's length")

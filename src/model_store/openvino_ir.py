@@ -40,7 +40,7 @@ Runtime = Callable[[np.ndarray], np.ndarray]
 """float32 (N, 3, S, S) normalised images -> float32 (N, C) logits."""
 
 
-def ir_path(model_dir: Path, precision: str) -> Path:
+def ir_path(model_dir: str | Path, precision: str) -> Path:
     """Where the IR that `precision` runs lives in a stored model's folder."""
     return Path(model_dir) / IR_DIR / IR_FILES[PLANS[precision][0]]
 
@@ -94,7 +94,7 @@ class Int8Accuracy:
         )
 
 
-def int8_accuracy(model_dir: Path) -> Int8Accuracy | None:
+def int8_accuracy(model_dir: str | Path) -> Int8Accuracy | None:
     """What a stored model's int8 IR records of its accuracy; None without an int8 IR or a measurement."""
     xml = ir_path(model_dir, "int8")
     return Int8Accuracy.recorded(openvino.Core().read_model(xml)) if xml.is_file() else None

@@ -121,14 +121,14 @@ def _disallowed_globals(data: bytes) -> list[str]:
                 strings.append(arg)
             elif op.name == "MEMOIZE":
                 memo[len(memo)] = top
-            elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            elif op.name in ("PUT", "BINPUT", "LONG_BINPUT") and isinstance(arg, int):
                 memo[arg] = top
-            elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+            elif op.name in ("GET", "BINGET", "LONG_BINGET") and isinstance(arg, int):
                 top = memo.get(arg)
                 if top is not None:
                     strings.append(top)
             else:
-                if op.name in ("GLOBAL", "INST"):
+                if op.name in ("GLOBAL", "INST") and isinstance(arg, str):
                     found.append(arg.replace(" ", "."))
                 elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
                     found.append(f"{strings[-2]}.{strings[-1]}")

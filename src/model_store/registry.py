@@ -122,8 +122,8 @@ def register(
             )
         log.info("%s is already in the store (the same weights); not registered again", tag)
         if not ir_path(existing.path, "int8").is_file():
-            if checkpoint.int8_ir is not None:
-                _add_int8(existing, lambda out: _copy_ir(checkpoint.int8_ir, out))
+            if (int8_ir := checkpoint.int8_ir) is not None:
+                _add_int8(existing, lambda out: _copy_ir(int8_ir, out))
             elif calibration is not None:
                 _add_int8(
                     existing, lambda out: quantize_ir(ir_path(existing.path, "fp32"), calibration, calibrated_on, out)

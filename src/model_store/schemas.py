@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 from .spec import ModelSpec
 
@@ -25,7 +26,7 @@ class Predictions(BaseModel):
     predictions: list[Prediction] = Field(description="one per image, in the order sent")
 
 
-BASE64 = {"contentEncoding": "base64"}  # JSON Schema's annotation for a string of base64
+BASE64: JsonDict = {"contentEncoding": "base64"}  # JSON Schema's annotation for a string of base64
 
 
 class ImagesRequest(BaseModel):

@@ -17,11 +17,14 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
+SignalHandler = Callable[[int, FrameType | None], Any]
 
 
 class DrainBeforeExit:
@@ -59,7 +62,7 @@ class DrainBeforeExit:
             signal.signal(sig, self._deferring(handler))
         return True
 
-    def _deferring(self, handler):
+    def _deferring(self, handler: SignalHandler) -> SignalHandler:
         started = threading.Event()
 
         def on_signal(sig: int, frame: FrameType | None) -> None:
@@ -69,7 +72,7 @@ class DrainBeforeExit:
 
         return on_signal
 
-    def _exit_when_idle(self, handler, sig: int, frame: FrameType | None) -> None:
+    def _exit_when_idle(self, handler: SignalHandler, sig: int, frame: FrameType | None) -> None:
         name = signal.Signals(sig).name
         log.info("%s: serving until idle for %.1f s (at most %.0f s)", name, self.idle_s, self.max_s)
         deadline = time.monotonic() + self.max_s

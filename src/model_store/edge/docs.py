@@ -138,8 +138,8 @@ def document(spec: dict[str, Any], routes: RouteTable, oip_model: tuple[str, str
             body = {"schema": schema, "example": EXAMPLES["ImagesRequest"]}
             operation["requestBody"] = {"required": True, "content": {"application/json": body}}
     by_status = _codes_by_status(ALL_ERRORS)
-    for route in api:
-        operation = spec.get("paths", {}).get(route.path, {}).get("post")
+    for api_route in api:
+        operation = spec.get("paths", {}).get(api_route.path, {}).get("post")
         if operation is None:
             continue
         responses = operation.setdefault("responses", {})

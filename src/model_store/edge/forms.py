@@ -16,7 +16,7 @@ limits, is its entry in the route table (edge/table.py).
 from __future__ import annotations
 
 import typing
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -199,5 +199,5 @@ def _names(fields: Mapping[str, Any] | set[str]) -> str:
     return ", ".join(repr(f) for f in sorted(fields)) or "no form fields"
 
 
-async def _once(body: bytes) -> AsyncIterator[bytes]:
+async def _once(body: bytes) -> AsyncGenerator[bytes, None]:
     yield body

@@ -36,8 +36,9 @@ def read_split(data: Path, split: str, limit_per_class: int | None = None) -> tu
         with tarfile.open(archive) as tar:
             for member in tar:
                 parts = Path(member.name).parts
-                if member.isfile() and len(parts) == 3 and parts[1] in files and parts[2].endswith(".jpg"):
-                    files[parts[1]].append((parts[2], tar.extractfile(member).read()))
+                wanted = member.isfile() and len(parts) == 3 and parts[1] in files and parts[2].endswith(".jpg")
+                if wanted and (file := tar.extractfile(member)) is not None:
+                    files[parts[1]].append((parts[2], file.read()))
     images, labels = [], []
     for label, name in enumerate(CIFAR10_CLASSES):
         for _, data_bytes in sorted(files[name])[:limit_per_class]:

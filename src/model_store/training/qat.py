@@ -207,6 +207,7 @@ def quantize_aware(piece: Piece, asked: Recipe) -> int:
             log.info("piece ended (%s) at step %d of %d: continue with --resume", why, step, recipe.steps)
             return 0
     clock["wall_seconds"] += time.monotonic() - mark
+    assert graph is not None  # the last step exports
     graph.set_rt_info(recipe.weights, ["pyramidnet", "weights_sha256"])
     graph.set_rt_info(
         f"NNCF quantization-aware training: {recipe.steps} steps of {recipe.batch_size} training images distilled "

@@ -23,8 +23,8 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from .data import initial_weights, read_split, split_holdout
 
 log = logging.getLogger("train")
 
+Autocast = Callable[[], AbstractContextManager[Any]]  # bf16 autocast, or nothing
 EVAL_BATCH = 500
 BN_IMAGES = 10_000  # training images the averaged weights' batch-norm statistics are recomputed on
 
@@ -170,7 +171,7 @@ def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
 
 
 @torch.no_grad()
-def top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: ModelSpec, amp) -> float:
+def top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: ModelSpec, amp: Autocast) -> float:
     """Top-1 accuracy in percent, in eval mode."""
     model.eval()
     correct = 0
@@ -279,7 +280,8 @@ def train(piece: Piece, asked: Recipe) -> int:
     warmup_steps = round(recipe.warmup_epochs * steps_per_epoch)
 
     piece.run.mkdir(parents=True, exist_ok=True)
-    step, order, sums = 0, None, {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+    step, sums = 0, {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+    order: torch.Tensor | None = None
     clock = {"train_seconds": 0.0, "wall_seconds": 0.0}
     command = piece.command
     if state is not None:
@@ -354,6 +356,7 @@ def train(piece: Piece, asked: Recipe) -> int:
             lr = lr_at(step, total_steps, warmup_steps, recipe.lr, recipe.schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            assert order is not None  # drawn at the epoch's start, or resumed with it
             idx = order[i * recipe.batch_size : (i + 1) * recipe.batch_size]
             inputs, targets = normalize(augment(x_train[idx], generator), spec), y_train[idx]
             if recipe.cutout:
@@ -452,6 +455,7 @@ def finish(
     candidates = [name for name, module in weights.items() if module is not None]
     chosen_name = max(candidates, key=lambda name: last[f"holdout_top1{suffix[name]}"])  # the first of the best
     chosen = weights[chosen_name]
+    assert chosen is not None  # a candidate
     holdout = last[f"holdout_top1{suffix[chosen_name]}"]
     state_dict = {k: v.detach().float().clone() for k, v in chosen.state_dict().items()}
     save_atomically(
