@@ -76,7 +76,8 @@ ROUTES = service_routes(settings, SERVED.name, SERVED.version, SPEC.input_size)
     workers=1,
     traffic={"timeout": FRAMEWORK_TIMEOUT_S},
     logging={"access": {"enabled": False}},  # internal calls; the API logs each request
-    tracing=settings.tracing(),
+    # The API's probes call the runner's: traced, each would be a trace of its own.
+    tracing={**settings.tracing(), "excluded_urls": ["/readyz", "/livez", "/healthz", "/metrics"]},
     # The API's client renews its connection every 100 requests and closes the old one under
     # in-flight requests (BentoML issue 5540): sporadic 500s under load. Never renew.
     runner_connection={"max_requests": 2**62, "max_age": 1e12},

@@ -137,6 +137,8 @@ def test_a_request_is_traced_from_the_edge_through_admission_and_the_runner(trac
     assert line["latency_ms"] == seen["pyramidnet.latency_ms"]
     assert line["latency_ms"] == pytest.approx((edge.end_time_unix_nano - edge.start_time_unix_nano) / 1e6, abs=0.001)
 
+    # The API's probes of the runner open no trace.
+    assert not [s.name for _, s in receiver.spans if "readyz" in s.name or "livez" in s.name]
     # No span carries an image or a string the client chose.
     every_value = json.dumps([attributes(s) for _, s in receiver.spans] + [s.name for _, s in receiver.spans])
     assert SECRET not in every_value

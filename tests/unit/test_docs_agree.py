@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -69,3 +70,13 @@ def test_the_overlays_ask_for_the_cores_the_api_workers_were_measured_on_or_say_
     assert limits["cpu"] == "2"
     gpu = (REPO / "deploy" / "k8s" / "overlays" / "gpu" / "gpu.yaml").read_text()
     assert "untested above 2 cores" in " ".join(gpu.split())
+
+
+def test_the_architecture_pages_layer_table_is_the_layers_contract():
+    """docs/architecture.md's table of layers lists the modules of each layer of import-linter's
+    contract, in its order: the page cannot drift from what `make lint` checks."""
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    (layers,) = [c["layers"] for c in contracts if c["id"] == "layers"]
+    table = DOCS["architecture.md"].split("| layer | modules | concern |\n| --- | --- | --- |\n")[1].split("\n\n")[0]
+    documented = [sorted(re.findall(r"`([a-z_0-9]+)`", row.split(" | ")[1])) for row in table.splitlines()]
+    assert documented == [sorted(m.strip() for m in layer.split("|")) for layer in layers]
