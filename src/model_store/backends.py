@@ -10,7 +10,7 @@ Every backend maps a float32 (N, 3, S, S) array to (N, C) logits:
 
 On the CPU all of them stay within 1e-5 of eager in probability at fp32
 (tests/integration/test_backends.py), so the choice is by speed alone: OpenVINO, the fastest
-measured (docs/performance.md#offline-the-fastest-exact-backend). On CUDA the default is `fused`
+measured (docs/performance/serving.md#offline-the-fastest-exact-backend). On CUDA the default is `fused`
 under fp16 autocast, untested on a GPU (none was available to this project).
 """
 

@@ -4,7 +4,7 @@ Every runner call costs the runner CPU outside the model (HTTP, pickle, tracing,
 and small forward passes cost more per image than full ones. An API worker therefore keeps at
 most `max_in_flight` calls open (one by default); requests that arrive meanwhile wait in one
 queue and go together, as one float32 (N, 3, S, S) array, in the next call: fuller forward passes,
-fewer calls (docs/performance.md#where-the-cpu-goes measures one call in flight against two). Each
+fewer calls (docs/performance/serving.md#where-the-cpu-goes measures one call in flight against two). Each
 request gets its own rows back, in order; a failed call fails every request in it.
 
 Each call is a span, `runner call`: the child of the first request's span in it, linked to the

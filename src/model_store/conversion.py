@@ -3,7 +3,7 @@
 The graph is architecture.py's forward pass written op for op (tests/unit/test_conversion.py holds
 the two to 1e-5 on the pixel-exact test images). Building it reads the weights and nothing else,
 so it needs no torch and is far faster than tracing the module and converting the trace
-(docs/performance.md#registration-building-the-ir). `ir_classifier` runs weights not yet stored.
+(docs/performance/serving.md#registration-building-the-ir). `ir_classifier` runs weights not yet stored.
 
 Registration stores the result (registry.py); a model stored before registration kept it gets it
 on its first load (`store_ir`, from loading.py); a network in memory asked to run through OpenVINO

@@ -5,7 +5,7 @@ Registration builds the IR once (conversion.py, registry.py) and stores it in th
     openvino/model.xml, .bin          fp32 IR: served as fp32, or as bf16 by OpenVINO's precision hint
     openvino/model-int8.xml, .bin     post-training int8 (NNCF, calibrated on training images), if made
 
-How a batch runs (the measurements: docs/performance.md#the-cpu-runtime-one-stream-per-core): a
+How a batch runs (the measurements: docs/performance/serving.md#the-cpu-runtime-one-stream-per-core): a
 batch of one goes to a model compiled for latency, one stream over every core, the fastest way to
 answer one image. A larger batch is split over one stream per core. Streams share nothing, so when
 an API worker takes a core away for a moment one half waits and the other goes on; the latency

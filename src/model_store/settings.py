@@ -35,7 +35,7 @@ class Settings(BaseSettings):
         description="API worker processes; auto: one per 3 CPUs the server may use (cgroup limits count), at least one",
     )
 
-    # Batching (docs/performance.md#batching-defaults): past 16 images a forward pass gains little
+    # Batching (docs/performance/serving.md#batching-defaults): past 16 images a forward pass gains little
     # on the CPU, and larger batches take longer to gather and travel. The batcher's own budget is
     # only a backstop: admission control sheds first. On a GPU raise max_batch_size
     # (deploy/k8s/overlays/gpu).
@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     def api_worker_count(self, cpus: float) -> int:
         """How many API workers to run on `cpus` cores. For `auto`: one per 3 cores, at least one. A
         request costs an API worker about a third of what it costs the runner, and more workers split
-        the forward passes into smaller batches (docs/performance.md#where-the-cpu-goes). Untested
+        the forward passes into smaller batches (docs/performance/serving.md#where-the-cpu-goes). Untested
         above 2 cores."""
         if self.api_workers != "auto":
             return self.api_workers
