@@ -121,7 +121,7 @@ def test_served_without_torch_the_probabilities_are_the_torch_paths(
     assert np.abs(served - offline_probabilities(reference, sample_jpegs[:40])).max() < PARITY
 
 
-def test_what_needs_torch_says_so_in_one_line(install, training_data, tmp_path):
+def test_what_needs_torch_says_so_in_one_line(install, registered, training_data, tmp_path):
     checkpoint = shipped_as_pth(tmp_path / "best_pyramidnet_model.pth", epoch=120)
     commands = {
         "save_model --checkpoint": ["scripts/save_model.py", "--checkpoint", str(checkpoint)],
@@ -144,7 +144,8 @@ def test_what_needs_torch_says_so_in_one_line(install, training_data, tmp_path):
     assert done.stderr.strip() == (
         "evaluate.py draws its plots with matplotlib, which this install leaves out: run pip install -e '.[dev]'"
     )
-    # A deployment that names a torch backend: the load fails with the same line, before any work.
+    # A deployment that names a torch backend (of the model `registered` stored): the load fails with the same
+    # line, before any work.
     probe = (
         "from model_store import load_classifier\n"
         "try:\n    load_classifier('pyramidnet-cifar10:latest', 'cpu', backend='fused')\n"

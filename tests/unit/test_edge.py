@@ -112,6 +112,9 @@ TABLE = RouteTable(
 )
 
 
+ADDED_ROUTE = Route("/classify_gray", Kind.FILES, {"image": 1}, answer=Prediction)  # the route a test adds
+
+
 def new_ledger() -> Ledger:
     return Ledger(Path(tempfile.mkdtemp(prefix="ledger-")) / "ledger", 1, 0)
 
@@ -172,7 +175,7 @@ def test_adding_a_route_is_its_entry_and_its_handler_and_every_part_of_the_edge_
     def count(code: str) -> float:
         return REGISTRY.get_sample_value("pyramidnet_requests_total", {"route": "/classify_gray", "code": code}) or 0
 
-    routes = TABLE.with_route(Route("/classify_gray", Kind.FILES, {"image": 1}, answer=Prediction))
+    routes = TABLE.with_route(ADDED_ROUTE)
     assert "/classify_gray" not in TABLE  # a copy: the table itself is unchanged
     ledger = new_ledger()
     seen: dict = {}
