@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .cascade import Cascade
 from .openvino_ir import Int8Accuracy, Runtime, native_bf16
 from .options import BACKENDS, PRECISIONS, Backend, Precision
 from .spec import ModelSpec
@@ -55,15 +56,15 @@ def choose(
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if backend in ("onnx", "openvino") and device_type != "cpu":
         raise ValueError(f"backend {backend!r} runs on the CPU here; on {device_type} use a torch backend")
-    if precision in ("bf16", "int8") and device_type == "cpu" and backend != "openvino":
+    if precision in ("bf16", "int8", "int8+recheck") and device_type == "cpu" and backend != "openvino":
         raise ValueError(f"{precision} on the CPU runs through OpenVINO; {backend} runs fp32 there")
     if precision == "bf16" and device_type == "cpu" and not native_bf16():
         raise ValueError(
             "bf16 needs a CPU that computes it natively (AVX512_BF16 or AMX); this one does not: "
             "use fp32, or auto to choose"
         )
-    if precision == "int8" and backend != "openvino":
-        raise ValueError("int8 runs only through OpenVINO on the CPU")
+    if precision in ("int8", "int8+recheck") and backend != "openvino":
+        raise ValueError(f"{precision} runs only through OpenVINO on the CPU")
     if precision == "fp16" and device_type != "cuda":
         raise ValueError(f"fp16 runs only on CUDA with a torch backend; {device_type} with {backend} cannot")
     return Choice(backend, precision, reason)  # both checked above
@@ -164,6 +165,8 @@ class Classifier:
         sizes = list(batch_sizes)
         for n in sizes:
             self.predict_proba(np.zeros((n, 3, self.spec.input_size, self.spec.input_size), dtype=np.float32))
+        if isinstance(self._run, Cascade):
+            self._run.warm_up(sizes)
         log.info(
             "warmed up %s (%s, %s) on %s for batch sizes %s", self.tag, self.backend, self.precision, self.device, sizes
         )

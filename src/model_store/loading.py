@@ -15,10 +15,12 @@ import os
 
 import bentoml
 
+from .cascade import MIN_GAIN, Cascade, probe
 from .conversion import store_ir
 from .extras import has_torch, needs_torch
-from .inference import Classifier, choose
-from .openvino_ir import compile_ir, int8_accuracy, ir_path
+from .inference import MAX_INT8_DROP_PP, Classifier, choose
+from .openvino_ir import Recheck, Runtime, compile_ir, int8_accuracy, ir_path, native_bf16, recheck_measurement
+from .options import CASCADE, Precision
 from .store import get_model, read_spec
 
 log = logging.getLogger(__name__)
@@ -50,26 +52,79 @@ def load_classifier(
     model = get_model(ref)
     spec = read_spec(model)
     kind = device_type(device)
-    measured = int8_accuracy(model.path) if precision == "auto" else None  # read only where the rule needs it
+    auto = precision == "auto"
+    measured = int8_accuracy(model.path) if auto else None  # read only where the rule needs it
     backend, precision, reason = choose(kind, backend, precision, measured)
-    log.info("%s runs %s on %s: %s", model.tag, precision, kind, reason)
     metadata = dict(model.info.metadata)
-    if backend != "openvino":
-        if not has_torch():
-            raise RuntimeError(needs_torch(f"the {backend} backend on {kind}"))
-        # lazy: the torch side, only for a GPU or a torch backend asked for by name
-        from .backends import load_network, torch_classifier
+    if backend == "openvino":
+        return _on_the_cpu(model, precision, reason, auto=auto)
+    log.info("%s runs %s on %s: %s", model.tag, precision, kind, reason)
+    if not has_torch():
+        raise RuntimeError(needs_torch(f"the {backend} backend on {kind}"))
+    # lazy: the torch side, only for a GPU or a torch backend asked for by name
+    from .backends import load_network, torch_classifier
 
-        return torch_classifier(
-            load_network(model),
-            spec,
-            tag=str(model.tag),
-            metadata=metadata,
-            device=kind if device == "auto" else device,
-            backend=backend,
-            precision=precision,
-            precision_reason=reason,
-        )
+    return torch_classifier(
+        load_network(model),
+        spec,
+        tag=str(model.tag),
+        metadata=metadata,
+        device=kind if device == "auto" else device,
+        backend=backend,
+        precision=precision,
+        precision_reason=reason,
+    )
+
+
+def _on_the_cpu(model: bentoml.Model, precision: Precision, reason: str, *, auto: bool) -> Classifier:
+    """OpenVINO on the stored IR. Chosen by the rule (`auto`), the exact precision becomes the int8
+    cascade where the int8 IR records a re-check margin judged within the bound and this CPU runs the
+    cascade faster (cascade.probe)."""
+    spec = read_spec(model)
+    shape = (3, spec.input_size, spec.input_size)
+    recheck = recheck_measurement(model.path) if auto or precision == CASCADE else None
+    run: Runtime
+    if precision == CASCADE:
+        if recheck is None:
+            raise FileNotFoundError(
+                f"{model.tag} has no int8 model with a re-check margin: ship_weights.py measures one"
+            )
+        exact: Precision = "bf16" if native_bf16() else "fp32"
+        run = Cascade(_compile(model, "int8"), _compile(model, exact), recheck.margin, shape)
+        reason = f"asked for: int8 re-checked in {exact} ({recheck})"
+    else:
+        run = _compile(model, precision)
+        if auto and recheck is not None and precision in ("bf16", "fp32"):
+            precision, run, reason = _cascade_or_exact(model, precision, run, reason, recheck, shape)
+    log.info("%s runs %s on cpu: %s", model.tag, precision, reason)
+    return Classifier(
+        run,
+        spec,
+        tag=str(model.tag),
+        metadata=dict(model.info.metadata),
+        device="cpu",
+        backend="openvino",
+        precision=precision,
+        precision_reason=reason,
+    )
+
+
+def _cascade_or_exact(
+    model: bentoml.Model, exact: Precision, run: Runtime, reason: str, recheck: Recheck, shape: tuple[int, int, int]
+) -> tuple[Precision, Runtime, str]:
+    """The rule's exact precision, or the cascade over it where its measurement is within the bound and
+    this CPU runs it MIN_GAIN faster; and why."""
+    if recheck.drop_pp_upper > MAX_INT8_DROP_PP:
+        return exact, run, f"{reason}; nor int8 re-checked in {exact} ({recheck})"
+    int8 = _compile(model, "int8")
+    measured = probe(int8, run, exact, recheck.rechecked, shape)
+    if not measured.worth:
+        return exact, run, f"{reason}; int8 re-checked in {exact} is not {MIN_GAIN:.0%} faster here: {measured}"
+    why = f"int8 re-checked in {exact} is within {MAX_INT8_DROP_PP} pp of fp32 ({recheck}), and on this CPU {measured}"
+    return CASCADE, Cascade(int8, run, recheck.margin, shape), why
+
+
+def _compile(model: bentoml.Model, precision: Precision) -> Runtime:
     xml = ir_path(model.path, precision)
     if not xml.is_file():
         if precision == "int8":
@@ -81,13 +136,4 @@ def load_classifier(
             model.tag,
         )
         store_ir(model)
-    return Classifier(
-        compile_ir(xml, precision),
-        spec,
-        tag=str(model.tag),
-        metadata=metadata,
-        device="cpu",
-        backend="openvino",
-        precision=precision,
-        precision_reason=reason,
-    )
+    return compile_ir(xml, precision)

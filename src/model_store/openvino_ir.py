@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 IR_DIR = "openvino"
 IR_FILES = {"fp32": "model.xml", "int8": "model-int8.xml"}
 # What each precision asks of OpenVINO: the IR it runs, and the inference precision of its float ops.
-PLANS = {"fp32": ("fp32", "f32"), "bf16": ("fp32", "bf16"), "int8": ("int8", "f32")}
+PLANS = {"fp32": ("fp32", "f32"), "bf16": ("fp32", "bf16"), "int8": ("int8", "f32"), "int8+recheck": ("int8", "f32")}
 
 Runtime = Callable[[np.ndarray], np.ndarray]
 """float32 (N, 3, S, S) normalised images -> float32 (N, C) logits."""
@@ -98,6 +98,65 @@ def int8_accuracy(model_dir: str | Path) -> Int8Accuracy | None:
     """What a stored model's int8 IR records of its accuracy; None without an int8 IR or a measurement."""
     xml = ir_path(model_dir, "int8")
     return Int8Accuracy.recorded(openvino.Core().read_model(xml)) if xml.is_file() else None
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """int8 with the exact precision re-checking the images whose int8 top two logits are less than
+    `margin` apart (cascade.py), as the int8 IR's maker measured it against fp32, recorded in the IR
+    (rt_info `pyramidnet/recheck`). The margin was chosen on images (`chosen_on`) other than the ones it
+    was judged on: `images` views (`on`), where the cascade re-checked the share `rechecked` and was
+    right on `top1` % against fp32's `fp32_top1` %, fp32 alone right on `losses`, it alone on `gains`."""
+
+    margin: float
+    chosen_on: str
+    rechecked: float
+    top1: float
+    fp32_top1: float
+    images: int
+    on: str
+    losses: int
+    gains: int
+
+    @property
+    def drop_pp_upper(self) -> float:
+        """A one-sided 95 % upper bound of the drop against fp32, from the paired differences."""
+        return upper_bound_pp(self.losses, self.gains, self.images)
+
+    def __str__(self) -> str:
+        return (
+            f"margin {self.margin:g}: {self.rechecked * 100:.1f} % re-checked, {self.top1:.2f} % against "
+            f"{self.fp32_top1:.2f} % on {self.images:,} {self.on}; the drop's 95 % upper bound "
+            f"{self.drop_pp_upper:.2f} pp"
+        )
+
+    def record(self, graph: openvino.Model) -> None:
+        for field, value in asdict(self).items():
+            graph.set_rt_info(str(value), ["pyramidnet", "recheck", field])
+
+    @classmethod
+    def recorded(cls, graph: openvino.Model) -> Recheck | None:
+        """The cascade's measurement recorded in an int8 IR; None where none was made."""
+        if not graph.has_rt_info(["pyramidnet", "recheck"]):
+            return None
+        value = {f.name: graph.get_rt_info(["pyramidnet", "recheck", f.name]).astype(str) for f in fields(cls)}
+        return cls(
+            float(value["margin"]),
+            value["chosen_on"],
+            float(value["rechecked"]),
+            float(value["top1"]),
+            float(value["fp32_top1"]),
+            int(value["images"]),
+            value["on"],
+            int(value["losses"]),
+            int(value["gains"]),
+        )
+
+
+def recheck_measurement(model_dir: str | Path) -> Recheck | None:
+    """What a stored model's int8 IR records of the cascade; None without an int8 IR or a measurement."""
+    xml = ir_path(model_dir, "int8")
+    return Recheck.recorded(openvino.Core().read_model(xml)) if xml.is_file() else None
 
 
 def cpu_threads() -> int:

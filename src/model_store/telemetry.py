@@ -77,6 +77,12 @@ STARTED = Gauge(
     multiprocess_mode="livemax",
 )
 
+# Where the runner serves int8 with re-checks (cascade.py): the images it ran again in the exact
+# precision. Their share is this over pyramidnet_batch_images_sum.
+RECHECKED = Counter(
+    "pyramidnet_rechecked_images", "images int8 answered with a near tie, re-checked in the exact precision"
+)
+
 # --- What the model answers (API workers) --------------------------------------------------------
 PREDICTIONS = Counter("pyramidnet_predictions", "images answered, by the top-1 label", ["label"])
 TOP1_CONFIDENCE = Histogram(
