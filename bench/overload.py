@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument(
         "--precision",
         default="auto",
-        choices=["auto", "fp32", "bf16", "int8"],
+        choices=["auto", "fp32", "bf16", "int8", "int8+recheck"],
         help="served and offline; auto: the service's default on this CPU",
     )
     parser.add_argument(

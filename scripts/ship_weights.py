@@ -22,8 +22,11 @@ class outside the run's hold-out, or with --int8 the quantization-aware one scri
 made of the weights already shipped; then measured against fp32 on the hold-out (the run's split: its
 recipe with --run, else --holdout-per-class and --seed). The measurement and the weights' sha256
 are recorded in the IR: the service serves int8 by default only when the drop's upper bound from
-that measurement is within 0.1 pp of fp32 (docs/performance.md#precision). Its top-1 on the
-10,000 test JPEGs is printed, a report that chooses nothing.
+that measurement is within 0.1 pp of fp32 (docs/performance.md#precision). Beside it, the re-check
+margin of `int8+recheck` (model_store/cascade.py): the smallest that covers the largest move int8 makes
+to its top class's lead on 10,000 training images outside the hold-out and the calibration images,
+judged against fp32 on the hold-out and its mirror images with the same bound. The top-1 of both on
+the 10,000 test JPEGs is printed, a report that chooses nothing.
 """
 
 from __future__ import annotations

@@ -116,7 +116,9 @@ class ModelInfo(BaseModel):
     backend: str = Field(
         description="how the network runs: openvino (the stored IR) on the CPU, a torch backend on CUDA"
     )
-    precision: str = Field(description="fp32 (exact), bf16 or int8 on the CPU; fp16 autocast on CUDA")
+    precision: str = Field(
+        description="fp32 (exact), bf16, int8 or int8+recheck (int8, near ties re-checked) on the CPU; fp16 on CUDA"
+    )
     precision_reason: str = Field(
         description="why this precision: `asked for` (PYRAMIDNET_PRECISION), or the rule's reason on this machine"
     )
