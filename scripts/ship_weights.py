@@ -127,8 +127,10 @@ def measure_recheck(
     int8: Runtime, fp32: Runtime, choosing: np.ndarray, held: np.ndarray, held_labels: np.ndarray
 ) -> Recheck | None:
     """The cascade's margin, chosen on `choosing` (training images outside the hold-out and the calibration
-    images), judged against fp32 on the hold-out `held` and its mirror images; None where no margin makes the
-    cascade agree with fp32 on every image it is chosen on."""
+    images), judged against fp32 on the hold-out `held` and its mirror images; None where there is no image to
+    choose on, or no margin of cascade.MARGINS covers int8's moves on them."""
+    if not len(choosing):  # a smoke run's few images are all held out or calibrated on
+        return None
     margin = choose_margin(_logits(int8, choosing), _logits(fp32, choosing))
     if margin is None:
         return None
@@ -262,7 +264,7 @@ def _report_int8(xml: Path, accuracy: Int8Accuracy, recheck: Recheck | None, dat
         f"  test top-1  {(int8.argmax(1) == labels).mean() * 100:.2f} % on the {len(images):,} JPEGs (int8; reported)"
     )
     if recheck is None:
-        print("  re-check    no margin makes int8's answers fp32's on the training images it is chosen on")
+        print("  re-check    none: no training image is left to choose a margin on, or no margin covers int8's moves")
         return 0
     fp32 = _logits(compile_ir(build_ir(ModelSpec(), embedded_default(shipped=_weights_of(xml)).state_dict), "fp32"), x)
     cascade, near = answers(int8, fp32, recheck.margin)
