@@ -10,13 +10,14 @@ A route's kind says how the edge treats it:
 | INFER | an Open Inference Protocol inference request | yes | yes | yes | yes |
 | QUERY | none (BentoML's routes are POSTs; it sees `{}`) | yes | no | yes | yes |
 | PROTOCOL | none: the Open Inference Protocol's other routes | yes | no | yes | yes |
-| DOCS | none: the docs page, its document and assets | yes | no | yes | no |
+| DOCS | none: the docs page, its document and assets | yes, but the page (static HTML) | no | yes | no |
 | PROBE | none: liveness and readiness | no | no | no | no |
 | METRICS | none: the Prometheus scrape | no | no | no | no |
 
 Adding a route is one entry in edge/table.py and its handler (tests/unit/test_edge.py adds one).
-A path ending in `/` (but `/` itself) matches every path under it that no entry names (the protocol's other models,
-the docs page's assets); a path no entry matches is OTHER: guarded, counted as `other`, logged.
+A path ending in `/` (but `/` itself) matches every path under it that no entry names (the
+protocol's other models, the docs page's assets); a path no entry matches is OTHER: guarded,
+counted as `other`, logged.
 """
 
 from __future__ import annotations
