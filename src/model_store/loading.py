@@ -19,8 +19,9 @@ from .cascade import MIN_GAIN, Cascade, probe
 from .conversion import store_ir
 from .extras import has_torch, needs_torch
 from .inference import MAX_INT8_DROP_PP, Classifier, choose
-from .openvino_ir import Recheck, Runtime, compile_ir, int8_accuracy, ir_path, native_bf16, recheck_measurement
+from .openvino_ir import Int8Accuracy, Recheck, Runtime, compile_ir, ir_path, native_bf16
 from .options import CASCADE, Precision
+from .spec import ModelSpec
 from .store import get_model, read_spec
 
 log = logging.getLogger(__name__)
@@ -53,11 +54,10 @@ def load_classifier(
     spec = read_spec(model)
     kind = device_type(device)
     auto = precision == "auto"
-    measured = int8_accuracy(model.path) if auto else None  # read only where the rule needs it
+    measured = Int8Accuracy.stored(model.path) if auto else None  # read only where the rule needs it
     backend, precision, reason = choose(kind, backend, precision, measured)
-    metadata = dict(model.info.metadata)
     if backend == "openvino":
-        return _on_the_cpu(model, precision, reason, auto=auto)
+        return _on_the_cpu(model, spec, precision, reason, auto=auto)
     log.info("%s runs %s on %s: %s", model.tag, precision, kind, reason)
     if not has_torch():
         raise RuntimeError(needs_torch(f"the {backend} backend on {kind}"))
@@ -68,7 +68,7 @@ def load_classifier(
         load_network(model),
         spec,
         tag=str(model.tag),
-        metadata=metadata,
+        metadata=dict(model.info.metadata),
         device=kind if device == "auto" else device,
         backend=backend,
         precision=precision,
@@ -76,13 +76,12 @@ def load_classifier(
     )
 
 
-def _on_the_cpu(model: bentoml.Model, precision: Precision, reason: str, *, auto: bool) -> Classifier:
+def _on_the_cpu(model: bentoml.Model, spec: ModelSpec, precision: Precision, reason: str, *, auto: bool) -> Classifier:
     """OpenVINO on the stored IR. Chosen by the rule (`auto`), the exact precision becomes the int8
     cascade where the int8 IR records a re-check margin judged within the bound and this CPU runs the
     cascade faster (cascade.probe)."""
-    spec = read_spec(model)
     shape = (3, spec.input_size, spec.input_size)
-    recheck = recheck_measurement(model.path) if auto or precision == CASCADE else None
+    recheck = Recheck.stored(model.path) if auto or precision == CASCADE else None
     run: Runtime
     if precision == CASCADE:
         if recheck is None:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any, ClassVar, Self, cast
 
 import numpy as np
 import openvino
@@ -45,12 +46,52 @@ def ir_path(model_dir: str | Path, precision: str) -> Path:
     return Path(model_dir) / IR_DIR / IR_FILES[PLANS[precision][0]]
 
 
-@dataclass(frozen=True)
-class Int8Accuracy:
-    """What the int8 IR's maker measured of it against the fp32 model, recorded in the IR (its
-    rt_info `pyramidnet/accuracy`): top-1 of both on the same labelled images, none of them test
-    images, and the images on which exactly one of the two is right (`losses`: fp32's alone)."""
+class _InTheIR:
+    """A measurement an int8 IR's maker recorded in it: each field, as a string, in the IR's rt_info
+    under `pyramidnet/<KEY>`; the paired counts against fp32 give the drop's bound."""
 
+    KEY: ClassVar[str]
+    images: int
+    losses: int
+    gains: int
+
+    @property
+    def drop_pp_upper(self) -> float:
+        """A one-sided 95 % upper bound of the drop against fp32, from the paired differences (paired.py)."""
+        return upper_bound_pp(self.losses, self.gains, self.images)
+
+    def record(self, graph: openvino.Model) -> None:
+        for field, value in asdict(cast(Any, self)).items():
+            graph.set_rt_info(str(value), ["pyramidnet", self.KEY, field])
+
+    @classmethod
+    def recorded(cls, graph: openvino.Model) -> Self | None:
+        """The measurement recorded in an int8 IR; None where its maker recorded none."""
+        if not graph.has_rt_info(["pyramidnet", cls.KEY]):
+            return None
+        types = {"float": float, "int": int, "str": str}
+        return cls(
+            **{
+                f.name: types[str(f.type)](graph.get_rt_info(["pyramidnet", cls.KEY, f.name]).astype(str))
+                for f in fields(cast(Any, cls))
+            }
+        )
+
+    @classmethod
+    def stored(cls, model_dir: str | Path) -> Self | None:
+        """What a stored model's int8 IR records; None without an int8 IR or the measurement."""
+        xml = ir_path(model_dir, "int8")
+        return cls.recorded(openvino.Core().read_model(xml)) if xml.is_file() else None
+
+
+@dataclass(frozen=True)
+class Int8Accuracy(_InTheIR):
+    """What the int8 IR's maker measured of it against the fp32 model (rt_info `pyramidnet/accuracy`):
+    top-1 of both on the same labelled images, none of them test images, and the images on which
+    exactly one of the two is right (`losses`: fp32's alone). None for an int8 IR never measured
+    (NNCF's plain post-training quantization at registration)."""
+
+    KEY: ClassVar[str] = "accuracy"
     int8_top1: float
     fp32_top1: float
     images: int
@@ -62,52 +103,22 @@ class Int8Accuracy:
     def drop_pp(self) -> float:
         return round(self.fp32_top1 - self.int8_top1, 6)
 
-    @property
-    def drop_pp_upper(self) -> float:
-        """A one-sided 95 % upper bound of the drop, from the paired differences (paired.py)."""
-        return upper_bound_pp(self.losses, self.gains, self.images)
-
     def __str__(self) -> str:
         return (
             f"{self.int8_top1:.2f} % against {self.fp32_top1:.2f} % on {self.images:,} {self.on}; the drop's 95 % "
             f"upper bound {self.drop_pp_upper:.2f} pp"
         )
 
-    def record(self, graph: openvino.Model) -> None:
-        for field, value in asdict(self).items():
-            graph.set_rt_info(str(value), ["pyramidnet", "accuracy", field])
-
-    @classmethod
-    def recorded(cls, graph: openvino.Model) -> Int8Accuracy | None:
-        """The measurement recorded in an int8 IR; None for one never measured (NNCF's plain
-        post-training quantization at registration)."""
-        if not graph.has_rt_info(["pyramidnet", "accuracy"]):
-            return None
-        value = {f.name: graph.get_rt_info(["pyramidnet", "accuracy", f.name]).astype(str) for f in fields(cls)}
-        return cls(
-            float(value["int8_top1"]),
-            float(value["fp32_top1"]),
-            int(value["images"]),
-            value["on"],
-            int(value["losses"]),
-            int(value["gains"]),
-        )
-
-
-def int8_accuracy(model_dir: str | Path) -> Int8Accuracy | None:
-    """What a stored model's int8 IR records of its accuracy; None without an int8 IR or a measurement."""
-    xml = ir_path(model_dir, "int8")
-    return Int8Accuracy.recorded(openvino.Core().read_model(xml)) if xml.is_file() else None
-
 
 @dataclass(frozen=True)
-class Recheck:
+class Recheck(_InTheIR):
     """int8 with the exact precision re-checking the images whose int8 top two logits are less than
-    `margin` apart (cascade.py), as the int8 IR's maker measured it against fp32, recorded in the IR
-    (rt_info `pyramidnet/recheck`). The margin was chosen on images (`chosen_on`) other than the ones it
-    was judged on: `images` views (`on`), where the cascade re-checked the share `rechecked` and was
+    `margin` apart (cascade.py), as the int8 IR's maker measured it against fp32 (rt_info
+    `pyramidnet/recheck`). The margin was chosen on images (`chosen_on`) other than the ones it was
+    judged on: `images` views (`on`), where the cascade re-checked the share `rechecked` and was
     right on `top1` % against fp32's `fp32_top1` %, fp32 alone right on `losses`, it alone on `gains`."""
 
+    KEY: ClassVar[str] = "recheck"
     margin: float
     chosen_on: str
     rechecked: float
@@ -118,45 +129,12 @@ class Recheck:
     losses: int
     gains: int
 
-    @property
-    def drop_pp_upper(self) -> float:
-        """A one-sided 95 % upper bound of the drop against fp32, from the paired differences."""
-        return upper_bound_pp(self.losses, self.gains, self.images)
-
     def __str__(self) -> str:
         return (
             f"margin {self.margin:g}: {self.rechecked * 100:.1f} % re-checked, {self.top1:.2f} % against "
             f"{self.fp32_top1:.2f} % on {self.images:,} {self.on}; the drop's 95 % upper bound "
             f"{self.drop_pp_upper:.2f} pp"
         )
-
-    def record(self, graph: openvino.Model) -> None:
-        for field, value in asdict(self).items():
-            graph.set_rt_info(str(value), ["pyramidnet", "recheck", field])
-
-    @classmethod
-    def recorded(cls, graph: openvino.Model) -> Recheck | None:
-        """The cascade's measurement recorded in an int8 IR; None where none was made."""
-        if not graph.has_rt_info(["pyramidnet", "recheck"]):
-            return None
-        value = {f.name: graph.get_rt_info(["pyramidnet", "recheck", f.name]).astype(str) for f in fields(cls)}
-        return cls(
-            float(value["margin"]),
-            value["chosen_on"],
-            float(value["rechecked"]),
-            float(value["top1"]),
-            float(value["fp32_top1"]),
-            int(value["images"]),
-            value["on"],
-            int(value["losses"]),
-            int(value["gains"]),
-        )
-
-
-def recheck_measurement(model_dir: str | Path) -> Recheck | None:
-    """What a stored model's int8 IR records of the cascade; None without an int8 IR or a measurement."""
-    xml = ir_path(model_dir, "int8")
-    return Recheck.recorded(openvino.Core().read_model(xml)) if xml.is_file() else None
 
 
 def cpu_threads() -> int:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from model_store import CIFAR10_CLASSES, preprocess_batch
 from model_store.inference import MAX_INT8_DROP_PP
-from model_store.openvino_ir import int8_accuracy, native_bf16
+from model_store.openvino_ir import Int8Accuracy, native_bf16
 from model_store.registry import SHIPPED_WEIGHTS
 
 from ..parity import PARITY, offline_probabilities, served_probabilities
@@ -56,7 +56,7 @@ def test_model_info_says_what_is_served(client, offline, default_model):
     assert info["preprocessing"]["mean"] == [0.4914, 0.4822, 0.4465]
     assert (info["device"], info["backend"], info["precision"]) == ("cpu", "openvino", offline.precision)
     assert info["precision_reason"] == offline.precision_reason  # the rule's, as the log says it
-    measured = int8_accuracy(default_model.path)  # the rule: int8 measured within the bound, else bf16 if native
+    measured = Int8Accuracy.stored(default_model.path)  # the rule: int8 measured within the bound, else bf16 if native
     within = measured is not None and measured.drop_pp_upper <= MAX_INT8_DROP_PP
     assert offline.precision == ("int8" if within else "bf16" if native_bf16() else "fp32")
     assert info["batching"] == {"max_batch_size": 16, "max_latency_ms": 20000, "max_wait_s": 60.0}

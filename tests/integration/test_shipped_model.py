@@ -10,7 +10,7 @@ from PIL import Image
 from model_store import ModelSpec, preprocess_batch
 from model_store.conversion import build_ir
 from model_store.inference import softmax
-from model_store.openvino_ir import compile_ir, int8_accuracy, ir_path
+from model_store.openvino_ir import Int8Accuracy, compile_ir, ir_path
 from model_store.registry import SHIPPED_INT8, SHIPPED_WEIGHTS, embedded_default, int8_belongs_to
 
 
@@ -37,7 +37,7 @@ def test_the_shipped_int8_model_is_made_from_the_shipped_weights_and_stored_with
     assert stored.with_suffix(".bin").read_bytes() == SHIPPED_INT8.with_suffix(".bin").read_bytes()
     assert SHIPPED_INT8.stat().st_size + SHIPPED_INT8.with_suffix(".bin").stat().st_size < 4e6
 
-    measured = int8_accuracy(default_model.path)
+    measured = Int8Accuracy.stored(default_model.path)
     assert (measured.images, measured.on) == (1000, "held-out training images")
     # Its fp32 side is the training run's own hold-out score: the same 1,000 images, split again.
     assert measured.fp32_top1 == float(checkpoint.metadata["holdout_top1"])
