@@ -23,12 +23,13 @@ import nncf
 import numpy as np
 import openvino
 
+from model_store.conversion import CALIBRATION_PER_CLASS
 from model_store.imaging import normalize
 from model_store.inference import softmax
 from model_store.openvino_ir import IR_DIR, IR_FILES, compile_ir
 from model_store.paired import only_right
 from model_store.spec import ModelSpec
-from model_store.training.data import CALIBRATION_PER_CLASS, calibration_indices, read_split, split_holdout
+from model_store.training.data import calibration_indices, read_split, split_holdout
 
 from .hey import DATA_HELP, data_folder
 

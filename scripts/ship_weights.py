@@ -45,14 +45,13 @@ import openvino
 from model_store import Classifier, ModelSpec, cifar10
 from model_store.cascade import answers, choose_margin
 from model_store.checkpoint import CheckpointError, Weights
-from model_store.conversion import build_ir, quantize_ir, save_ir
+from model_store.conversion import CALIBRATION_PER_CLASS, build_ir, quantize_ir, save_ir
 from model_store.extras import torch_required
 from model_store.imaging import normalize
 from model_store.openvino_ir import Int8Accuracy, Recheck, Runtime, compile_ir
 from model_store.paired import only_right, upper_bound_pp
 from model_store.registry import SHIPPED_WEIGHTS, embedded_default, int8_belongs_to, ship_weights
 from model_store.training.data import (
-    CALIBRATION_PER_CLASS,
     calibration_indices,
     jpeg_copies,
     read_split,

@@ -1,4 +1,4 @@
-"""Train PyramidNet-110 (alpha 48) on CIFAR-10 on the CPU, in pieces that resume step for step.
+"""Train PyramidNet-110 (alpha 48) on CIFAR-10 on the CPU or a CUDA GPU, in pieces that resume step for step.
 
     python scripts/train.py --data ../shared/data/cifar10 --run runs/pyramidnet110-cutout --epochs 120 --cutout 16
     python scripts/train.py --data ../shared/data/cifar10 --run runs/pyramidnet110-cutout --epochs 120 --cutout 16 \
@@ -13,9 +13,15 @@ The recipe (a short schedule): SGD with Nesterov momentum 0.9 at batch 128, a li
 linear decay to zero, the learning rate a function of the global step alone; label smoothing 0.1;
 weight decay on conv and linear weights only; the last BN of every residual block starts at zero,
 so each block starts as the identity; an exponential moving average (EMA) of the weights.
-Where the CPU computes bf16 natively (AVX512_BF16 or AMX), forward and backward run under bf16
-autocast with fp32 master weights: 1.8x fp32 on such a CPU. Elsewhere they run in fp32: emulated,
-bf16 ran at 0.07x fp32 on an AVX2-only CPU (`python -m bench.train_step` measures both).
+Where the device computes bf16 natively (AVX512_BF16 or AMX on a CPU, Ampere or later on a GPU), forward
+and backward run under bf16 autocast with fp32 master weights: 1.8x fp32 on such a CPU. Elsewhere they run
+in fp32: emulated, bf16 ran at 0.07x fp32 on an AVX2-only CPU (`python -m bench.train_step` measures both).
+
+`--device auto` trains on CUDA where torch sees a GPU. There the images and their augmentation are held on
+the GPU and the network runs channels-last; `--compile` adds torch.compile where `python -m bench.gpu` shows
+that it pays. The augmentation's random draws come from the run's CPU generator on every device, so a run
+may move between a GPU and a CPU (the same recipe and draws; bit for bit only on the device it began on).
+The GPU path is untested on a GPU: none has been lent to this project yet (docs/training.md#on-a-gpu).
 
 `--blocks-per-stage` (18: PyramidNet-110, what the service serves) makes a smaller PyramidNet for a
 quick run. `--holdout-per-class` images of the training set are never trained on. The run ships the final
@@ -79,7 +85,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--precision",
         choices=("auto", "bf16", "fp32"),
         default="auto",
-        help="auto: bf16 where the CPU computes it natively (AVX512_BF16 or AMX), else fp32",
+        help="auto: bf16 where the device computes it natively (AVX512_BF16 or AMX, a GPU since Ampere), else fp32",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cutout", type=int, default=0, help="Cutout square side in pixels (16 is usual); 0: none")
@@ -104,6 +110,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--test-every", type=int, default=5, help="epochs between test-set evaluations")
     parser.add_argument("--resume", action="store_true", help="continue from RUN/state.pt")
     parser.add_argument("--time-limit-min", type=float, help="end this piece after the first step past it")
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA where torch sees a GPU, else the CPU), cpu, cuda or cuda:N"
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network for the training steps")
     return parser.parse_args(argv)
 
 
@@ -119,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         teacher=args.teacher,
         test_every=args.test_every,
         time_limit_min=args.time_limit_min,
+        device=args.device,
+        compile=args.compile,
     )
     recipe = Recipe(
         epochs=args.epochs,

@@ -65,6 +65,9 @@ def test_a_run_in_pieces_is_step_for_step_the_run_in_one(training_data, quick_ru
         assert done.returncode == 0, done.stderr[-3000:]
 
     pieces = tmp_path / "pieces"
+    # The pieces name their device, the run in one was left to choose it (auto): the device is the piece's, not
+    # the recipe's, and the images and their augmentation are tensors on it, as on a GPU.
+    recipe = [*recipe, "--device", "cpu"]
     first = script("train.py", "--data", str(training_data), "--run", str(pieces), *recipe, "--time-limit-min", "0")
     assert first.returncode == 0, first.stderr
     assert "piece ended (time limit 0 min) at step 1 of 4" in first.stderr, first.stderr
@@ -112,6 +115,28 @@ def test_a_run_in_pieces_is_step_for_step_the_run_in_one(training_data, quick_ru
         assert summary["recipe"]["distill"] == 0.5
         assert len(summary["recipe"]["init"]) == len(summary["recipe"]["teacher"]) == 64  # sha256 of each
     assert [[h[k] for k in same] for h in history] == [[h[k] for k in same] for h in resumed]
+
+
+def test_a_compiled_run_trains_as_the_eager_one(training_data, tmp_path):
+    """`--compile` (torch.compile of the network for the training steps, what a GPU run may take) on the CPU, in fp32:
+    the same steps as eager, within float rounding."""
+    runs = {}
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        runs[name] = tmp_path / name
+        recipe = [*QUICK_RUN, "--precision", "fp32", *extra]
+        done = script("train.py", "--data", str(training_data), "--run", str(runs[name]), *recipe)
+        assert done.returncode == 0, done.stderr[-3000:]
+    eager, compiled = (
+        [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()] for run in runs.values()
+    )
+    assert [h["step"] for h in compiled] == [h["step"] for h in eager] == [2, 4]
+    for a, b in zip(eager, compiled, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+        assert b["train_top1"] == a["train_top1"]
+    expected = torch.load(runs["eager"] / "model.pth")["model_state_dict"]
+    for key, value in torch.load(runs["compiled"] / "model.pth")["model_state_dict"].items():
+        assert value.is_contiguous()
+        assert torch.allclose(value, expected[key], rtol=1e-3, atol=1e-4), key
 
 
 def test_a_resume_on_auto_continues_in_the_precision_the_run_began_with(training_data, tmp_path):

@@ -10,12 +10,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..conversion import CALIBRATION_PER_CLASS
-from ..registry import embedded_default
 from ..spec import CIFAR10_CLASSES
 
 __all__ = [
-    "CALIBRATION_PER_CLASS",
     "calibration_indices",
     "initial_weights",
     "jpeg_copies",
@@ -67,10 +64,12 @@ def calibration_indices(labels: np.ndarray, train_idx: np.ndarray, per_class: in
 def initial_weights(source: str) -> tuple[dict[str, np.ndarray], str]:
     """The weights a continuation starts from, and their sha256: `default` (the shipped weights), a
     .safetensors file written like them, or a .pth checkpoint."""
-    if source == "default":
-        checkpoint = embedded_default()
-    elif source.endswith(".safetensors"):
-        checkpoint = embedded_default(shipped=Path(source))
+    if source == "default" or source.endswith(".safetensors"):
+        # lazy: the registry brings BentoML and OpenVINO, which a run from scratch does without (a GPU machine has
+        # neither: docs/training.md#on-a-gpu)
+        from ..registry import embedded_default
+
+        checkpoint = embedded_default() if source == "default" else embedded_default(shipped=Path(source))
     else:
         from ..pth import read_checkpoint  # torch: only for a .pth
 

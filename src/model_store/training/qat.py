@@ -26,12 +26,13 @@ import torch
 import torch.nn.functional as F
 
 from ..architecture import build_network
-from ..conversion import build_ir, named_by_position
+from ..conversion import CALIBRATION_PER_CLASS, build_ir, named_by_position
 from ..openvino_ir import Runtime, compile_ir
 from ..paired import only_right
 from ..spec import ModelSpec
-from .data import CALIBRATION_PER_CLASS, calibration_indices, initial_weights, read_split, split_holdout
-from .run import StopRequest, augment, cpu_name, lr_at, normalize, save_atomically, to_nchw
+from .data import calibration_indices, initial_weights, read_split, split_holdout
+from .device import hardware
+from .run import Draws, StopRequest, augment, lr_at, normalize, save_atomically, to_nchw
 
 log = logging.getLogger("quantize_aware")
 # NNCF compiles its CPU extension on the first fake-quantized forward pass of a new environment: 19 s on
@@ -176,9 +177,8 @@ def quantize_aware(piece: Piece, asked: Recipe) -> int:
     mark = time.monotonic()
     while step < recipe.steps:
         tick = time.monotonic()
-        batch = normalize(
-            augment(x_train[torch.randint(len(x_train), (recipe.batch_size,), generator=generator)], generator), spec
-        )
+        chosen = torch.randint(len(x_train), (recipe.batch_size,), generator=generator)
+        batch = augment(x_train[chosen], Draws.draw(recipe.batch_size, generator), spec)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, recipe.steps, 0, recipe.lr)
         target = torch.from_numpy(fp32(batch.numpy())).log_softmax(1)
@@ -224,7 +224,7 @@ def quantize_aware(piece: Piece, asked: Recipe) -> int:
         "holdout": json.loads(history_path.read_text().splitlines()[-1]),
         **{k: round(v, 1) for k, v in clock.items()},
         "images_per_s": round(recipe.steps * recipe.batch_size / clock["train_seconds"], 1),
-        "hardware": f"{cpu_name()}, {os.cpu_count()} cores",
+        "hardware": hardware(torch.device("cpu")),
         "torch": torch.__version__,
         "nncf": nncf.__version__,
         "command": command,

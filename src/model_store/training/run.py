@@ -1,5 +1,7 @@
-"""Training PyramidNet on CIFAR-10 on the CPU, in pieces that resume step for step: the recipe, its
-steps, and the loop (scripts/train.py is its command line; its docstring gives the recipe in full).
+"""Training PyramidNet on CIFAR-10, in pieces that resume step for step: the recipe, its steps, and the
+loop (scripts/train.py is its command line; its docstring gives the recipe in full). The CPU and a CUDA
+GPU take the same path, the device chosen in device.py: the images and their augmentation are tensors
+on the device, and the random draws come from the run's CPU generator.
 
 Augmentation is a random crop of the 4-pixel zero-padded image and a horizontal flip, and with a
 Cutout size a random square set to the mean colour. SGD with Nesterov momentum, a linear warm-up
@@ -7,7 +9,7 @@ then linear decay to zero (or a constant rate), the learning rate a function of 
 alone; label smoothing; weight decay on conv and linear weights only; the last BN of every residual
 block starts at zero; an EMA of the weights; optionally an equal-weight average (SWA) with its
 batch norms recomputed, and distillation from cached teacher probabilities. bf16 autocast where the
-CPU computes bf16 natively. The run folder holds state.pt (everything a piece needs to continue
+device computes bf16 natively. The run folder holds state.pt (everything a piece needs to continue
 exactly), history.jsonl, and at the end model.pth and summary.json.
 """
 
@@ -19,15 +21,13 @@ import json
 import logging
 import math
 import os
-import platform
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -37,15 +37,15 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 from tqdm import tqdm
 
 from ..architecture import ResidualBlock, build_network, from_spec
-from ..openvino_ir import native_bf16
 from ..spec import ModelSpec
 from .data import initial_weights, read_split, split_holdout
+from .device import Autocast, autocast, choose_device, choose_precision, hardware, native_bf16
 
 log = logging.getLogger("train")
 
-Autocast = Callable[[], AbstractContextManager[Any]]  # bf16 autocast, or nothing
 EVAL_BATCH = 500
 BN_IMAGES = 10_000  # training images the averaged weights' batch-norm statistics are recomputed on
+BAR_EVERY = 20  # steps between the progress bar's loss and speed
 
 
 @dataclass(frozen=True)
@@ -72,14 +72,6 @@ class Recipe:
     distill: float = 0.0  # the KL term's share of the loss (temperature 1)
 
 
-def choose_precision(asked: str, resumed: str | None = None) -> str:
-    """`--precision`: bf16 or fp32 as asked. auto: a resumed run's own (a run is one recipe), else bf16
-    where the CPU computes it natively, else fp32."""
-    if asked != "auto":
-        return asked
-    return resumed or ("bf16" if native_bf16() else "fp32")
-
-
 def to_nchw(images: np.ndarray) -> torch.Tensor:
     """uint8 NHWC -> uint8 NCHW (normalised per batch: 4x less memory than float)."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
@@ -87,33 +79,69 @@ def to_nchw(images: np.ndarray) -> torch.Tensor:
 
 def normalize(x: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
     """uint8 (N, 3, H, W) -> float32 normalised, the same arithmetic as model_store.imaging.normalize."""
-    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
     return ((x.float() / 255) - mean) / std
 
 
-def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random 32x32 crop of the 4-pixel zero-padded image, and a horizontal flip half the time."""
+class Draws(NamedTuple):
+    """One batch's random augmentation: crop offsets (0-8 rows and columns into the 4-pixel zero-padded
+    image), flips, and with Cutout each square's top-left corner (it may lie off the image). Drawn on the
+    CPU from the run's generator whatever the device, in one order, so a run draws the same on every
+    device and a piece resumes on any."""
+
+    dy: torch.Tensor
+    dx: torch.Tensor
+    flip: torch.Tensor
+    top: torch.Tensor | None = None
+    left: torch.Tensor | None = None
+
+    @classmethod
+    def draw(cls, n: int, generator: torch.Generator, cutout: int = 0, side: int = 32) -> Draws:
+        dy = torch.randint(0, 9, (n,), generator=generator)
+        dx = torch.randint(0, 9, (n,), generator=generator)
+        flip = torch.rand(n, generator=generator) < 0.5
+        if not cutout:
+            return cls(dy, dx, flip)
+        top = torch.randint(0, side, (n,), generator=generator) - cutout // 2
+        left = torch.randint(0, side, (n,), generator=generator) - cutout // 2
+        return cls(dy, dx, flip, top, left)
+
+    def to(self, device: torch.device) -> Draws:
+        def moved(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return Draws(self.dy.to(device), self.dx.to(device), self.flip.to(device), moved(self.top), moved(self.left))
+
+
+def crop_flip(x: torch.Tensor, draws: Draws) -> torch.Tensor:
+    """Each image's 32x32 crop of its 4-pixel zero-padded self, mirrored where drawn, on x's device."""
     n, c, h, w = x.shape
     padded = F.pad(x, (4, 4, 4, 4))
-    dy = torch.randint(0, 9, (n,), generator=generator)
-    dx = torch.randint(0, 9, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(n, c, h, w + 8)
-    cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(n, c, h, w)
+    rows = (draws.dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(n, c, h, w + 8)
+    cols = (draws.dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(n, c, h, w)
     cropped = padded.gather(2, rows).gather(3, cols)
-    flip = torch.rand(n, generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None], cropped.flip(3), cropped)
+    return torch.where(draws.flip[:, None, None, None], cropped.flip(3), cropped)
 
 
-def cut_out(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """Cutout (DeVries and Taylor, 2017): a size x size square at a random centre, clipped at the border, set
-    to 0 in every channel, which on a normalised batch is the dataset's mean colour."""
-    n, _, h, w = x.shape
-    top = torch.randint(0, h, (n,), generator=generator) - size // 2
-    left = torch.randint(0, w, (n,), generator=generator) - size // 2
-    rows = (torch.arange(h) >= top[:, None]) & (torch.arange(h) < top[:, None] + size)
-    cols = (torch.arange(w) >= left[:, None]) & (torch.arange(w) < left[:, None] + size)
+def cut_out(x: torch.Tensor, size: int, draws: Draws) -> torch.Tensor:
+    """Cutout (DeVries and Taylor, 2017): a size x size square at each drawn corner, clipped at the border,
+    set to 0 in every channel, which on a normalised batch is the dataset's mean colour."""
+    if draws.top is None or draws.left is None:
+        raise ValueError("these draws hold no Cutout squares: draw them with the Cutout size")
+    _, _, h, w = x.shape
+    span_h, span_w = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    rows = (span_h >= draws.top[:, None]) & (span_h < draws.top[:, None] + size)
+    cols = (span_w >= draws.left[:, None]) & (span_w < draws.left[:, None] + size)
     return x.masked_fill((rows[:, :, None] & cols[:, None, :])[:, None], 0.0)
+
+
+def augment(x: torch.Tensor, draws: Draws, spec: ModelSpec, cutout: int = 0) -> torch.Tensor:
+    """A batch as training sees it: uint8 images on the device, cropped and flipped, normalised, and with
+    `cutout` a square of each set to the mean colour."""
+    on_device = draws.to(x.device)
+    batch = normalize(crop_flip(x, on_device), spec)
+    return cut_out(batch, cutout, on_device) if cutout else batch
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float, schedule: str = "linear") -> float:
@@ -156,8 +184,8 @@ def recompute_bn(model: nn.Module, images: torch.Tensor, spec: ModelSpec, recipe
 
     def batches() -> Iterator[torch.Tensor]:
         for i in range(0, len(images), EVAL_BATCH):
-            batch = normalize(augment(images[i : i + EVAL_BATCH], generator), spec)
-            yield cut_out(batch, recipe.cutout, generator) if recipe.cutout else batch
+            batch = images[i : i + EVAL_BATCH]
+            yield augment(batch, Draws.draw(len(batch), generator, recipe.cutout), spec, recipe.cutout)
 
     update_bn(batches(), model)
 
@@ -168,6 +196,30 @@ def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, nesterov=True)
+
+
+def learn(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    amp: Autocast,
+    recipe: Recipe,
+    teacher: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step on a batch as training sees it: the forward pass under `amp`, the label-smoothed loss (with
+    `teacher`, the probabilities of the unaugmented images, the KL term to them), backward, the update. Returns
+    (loss, logits), left on the device."""
+    with amp():
+        logits = forward(inputs)
+    loss = F.cross_entropy(logits.float(), targets, label_smoothing=recipe.label_smoothing)
+    if teacher is not None:
+        kl = F.kl_div(F.log_softmax(logits.float(), 1), teacher, reduction="batchmean")
+        loss = (1 - recipe.distill) * loss + recipe.distill * kl
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, logits
 
 
 @torch.no_grad()
@@ -188,16 +240,6 @@ def save_atomically(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 class StopRequest:
     """Set by SIGTERM or SIGINT; the loop ends the piece after the step in progress."""
 
@@ -213,8 +255,10 @@ class StopRequest:
 @dataclass(frozen=True)
 class Piece:
     """One piece of a run: its data (this project's CIFAR-10 layout), its folder, whether it resumes,
-    what a continuation starts from, how often the test set is read, when it ends, and the command
-    that started the run (recorded in the state and the summary)."""
+    what a continuation starts from, how often the test set is read, when it ends, where it runs, and
+    the command that started the run (recorded in the state and the summary). The device and compilation
+    are the piece's, not the recipe's: a run may move between devices (the same draws, the same
+    recipe; bit for bit only on the device it began on)."""
 
     data: Path
     run: Path
@@ -224,43 +268,46 @@ class Piece:
     teacher: Path | None = None  # cached teacher probabilities to distil from
     test_every: int = 5
     time_limit_min: float | None = None
+    device: str = "auto"  # device.choose_device
+    compile: bool = False  # torch.compile the training step's network (bench.gpu says whether it pays)
 
 
 def train(piece: Piece, asked: Recipe) -> int:
     """Train one piece of the run `asked` for (its precision may be `auto`; its init, teacher and
     distill are filled in from `piece`): resume it, or start it; end at the time limit, a signal, or
     the run's end, where model.pth and summary.json are written."""
+    started = time.monotonic()  # the time limit counts from here: reading the data is part of the piece
+    device = choose_device(piece.device)
     state_path, history_path = piece.run / "state.pt", piece.run / "history.jsonl"
     if piece.resume and not state_path.exists():
         raise SystemExit(f"train: error: {state_path} does not exist: there is nothing to resume")
-    state = torch.load(state_path, weights_only=True) if piece.resume else None
+    state = torch.load(state_path, map_location="cpu", weights_only=True) if piece.resume else None
     init_weights, init_sha = initial_weights(piece.init) if piece.init else (None, "")
     images, labels = read_split(piece.data, "train", asked.limit_per_class)
     teacher, teacher_sha = read_teacher(piece.teacher, len(labels)) if piece.teacher else (None, "")
     recipe = replace(
         asked,
-        precision=choose_precision(asked.precision, state and state["recipe"]["precision"]),
+        precision=choose_precision(asked.precision, device, state and state["recipe"]["precision"]),
         init=init_sha,
         teacher=teacher_sha,
         distill=asked.distill if teacher is not None else 0.0,
     )
-    native = native_bf16()
-    log.info("precision: %s (native bf16: %s)", recipe.precision, "yes" if native else "no")
-    if recipe.precision == "bf16" and not native:
-        log.warning("bf16 on a CPU without native bf16 is emulated: 0.07x fp32 on an AVX2-only CPU")
-    started = time.monotonic()
+    log.info("device: %s (%s)", device, hardware(device))
+    log.info("precision: %s (asked: %s)", recipe.precision, asked.precision)
+    if recipe.precision == "bf16" and not native_bf16(device):
+        log.warning("bf16 on a device without native bf16 is emulated: 0.07x fp32 on an AVX2-only CPU")
     stop = StopRequest()
     spec = ModelSpec(num_layers=recipe.blocks_per_stage)
     torch.manual_seed(recipe.seed)
 
     train_idx, holdout_idx = split_holdout(labels, recipe.holdout_per_class, recipe.seed)
     x_all, y_all = to_nchw(images), torch.from_numpy(labels)
-    x_train, y_train = x_all[train_idx], y_all[train_idx]
-    x_hold, y_hold = x_all[holdout_idx], y_all[holdout_idx]
-    teacher_train = teacher[train_idx] if teacher is not None else None
-    bn_images = x_train[np.random.default_rng(recipe.seed).permutation(len(x_train))[:BN_IMAGES]]
+    x_train, y_train = x_all[train_idx].to(device), y_all[train_idx].to(device)
+    x_hold, y_hold = x_all[holdout_idx].to(device), y_all[holdout_idx].to(device)
+    teacher_train = teacher[train_idx].to(device) if teacher is not None else None
+    bn_images = x_all[train_idx[np.random.default_rng(recipe.seed).permutation(len(train_idx))[:BN_IMAGES]]].to(device)
     test_images, test_labels = read_split(piece.data, "test", recipe.limit_per_class)
-    x_test, y_test = to_nchw(test_images), torch.from_numpy(test_labels)
+    x_test, y_test = to_nchw(test_images).to(device), torch.from_numpy(test_labels).to(device)
     log.info(
         "data: %d train, %d held out, %d test images (%.1f s)",
         len(x_train),
@@ -269,12 +316,18 @@ def train(piece: Piece, asked: Recipe) -> int:
         time.monotonic() - started,
     )
 
+    # channels-last on CUDA (cuDNN's tensor-core layout); on the CPU the layout measured fastest under bf16
+    # autocast stays (bench.train_step: channels-last is 0.67x there on Zen 5, 1.16x under fp32)
+    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    torch.backends.cudnn.benchmark = device.type == "cuda"
     model = build_model(spec) if init_weights is None else build_network(spec, init_weights)
+    model = model.to(device, memory_format=layout)  # type: ignore[call-overload]  # torch's stubs omit it
+    forward = torch.compile(model, dynamic=False) if piece.compile else model  # the eval passes stay eager
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
     swa = AveragedModel(model) if recipe.swa else None  # equal weights; its batch norms recomputed
     optimizer = build_optimizer(model, recipe)
     generator = torch.Generator().manual_seed(recipe.seed)
-    amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if recipe.precision == "bf16" else nullcontext
+    amp = autocast(recipe.precision, device)
     steps_per_epoch = math.ceil(len(x_train) / recipe.batch_size)
     total_steps = steps_per_epoch * recipe.epochs
     warmup_steps = round(recipe.warmup_epochs * steps_per_epoch)
@@ -308,9 +361,17 @@ def train(piece: Piece, asked: Recipe) -> int:
         log.info("recipe: %s", json.dumps(asdict(recipe)))
 
     mark = time.monotonic()
+    # The epoch's summed loss and correct answers stay on the device, read back only when a piece saves, an
+    # epoch ends or the bar refreshes: a read per step would stall a GPU's queue at every step.
+    tally = torch.tensor([sums["loss"], sums["correct"]], dtype=torch.float64, device=device)
+
+    def read_tally() -> None:
+        loss_sum, correct = tally.tolist()
+        sums["loss"], sums["correct"] = loss_sum, int(correct)
 
     def save_state() -> None:
         nonlocal mark
+        read_tally()
         clock["wall_seconds"] += time.monotonic() - mark
         mark = time.monotonic()
         save_atomically(
@@ -341,6 +402,9 @@ def train(piece: Piece, asked: Recipe) -> int:
         epoch, first = divmod(step, steps_per_epoch)
         if first == 0:
             order, sums = torch.randperm(len(x_train), generator=generator), dict.fromkeys(sums, 0)
+            tally.zero_()
+        assert order is not None  # drawn at the epoch's start, or resumed with it
+        on_device = order.to(device)
         model.train()
         bar = tqdm(
             range(first, steps_per_epoch),
@@ -356,36 +420,31 @@ def train(piece: Piece, asked: Recipe) -> int:
             lr = lr_at(step, total_steps, warmup_steps, recipe.lr, recipe.schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            assert order is not None  # drawn at the epoch's start, or resumed with it
-            idx = order[i * recipe.batch_size : (i + 1) * recipe.batch_size]
-            inputs, targets = normalize(augment(x_train[idx], generator), spec), y_train[idx]
-            if recipe.cutout:
-                inputs = cut_out(inputs, recipe.cutout, generator)
-            with amp():
-                logits = model(inputs)
-            loss = F.cross_entropy(logits.float(), targets, label_smoothing=recipe.label_smoothing)
-            if teacher_train is not None:  # the teacher's probabilities of the unaugmented image
-                kl = F.kl_div(F.log_softmax(logits.float(), 1), teacher_train[idx], reduction="batchmean")
-                loss = (1 - recipe.distill) * loss + recipe.distill * kl
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            idx = on_device[i * recipe.batch_size : (i + 1) * recipe.batch_size]
+            draws = Draws.draw(len(idx), generator, recipe.cutout)
+            inputs = augment(x_train[idx], draws, spec, recipe.cutout).contiguous(memory_format=layout)
+            targets, taught = y_train[idx], None if teacher_train is None else teacher_train[idx]
+            loss, logits = learn(forward, optimizer, inputs, targets, amp, recipe, taught)
             ema.update_parameters(model)
             step += 1
             now = time.monotonic()
-            sums["loss"] += loss.item() * len(idx)
-            sums["correct"] += (logits.argmax(1) == targets).sum().item()
+            tally[0] += loss.detach().double() * len(idx)
+            tally[1] += (logits.argmax(1) == targets).sum()
             sums["seen"] += len(idx)
             sums["seconds"] += now - tick
             clock["train_seconds"] += now - tick
             tick = now
-            bar.set_postfix(loss=f"{sums['loss'] / sums['seen']:.3f}", img_s=f"{sums['seen'] / sums['seconds']:.1f}")
+            if step % BAR_EVERY == 0:
+                read_tally()
+                seen = sums["seen"]
+                bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}", img_s=f"{seen / sums['seconds']:.1f}")
             if i + 1 < steps_per_epoch and (why := piece_over()):
                 bar.close()
                 save_state()
                 log.info("piece ended (%s) at step %d of %d: continue with --resume", why, step, total_steps)
                 return 0
         bar.close()
+        read_tally()
 
         epoch += 1
         if swa is not None:
@@ -433,9 +492,8 @@ def train(piece: Piece, asked: Recipe) -> int:
             log.info("piece ended (%s) after epoch %d: continue with --resume", why, epoch)
             return 0
 
-    finish(
-        piece.run, recipe, {"final": model, "ema": ema.module, "swa": swa and swa.module}, command, clock, len(x_train)
-    )
+    weights = {"final": model, "ema": ema.module, "swa": swa and swa.module}
+    finish(piece.run, recipe, weights, command, clock, len(x_train), hardware(device))
     return 0
 
 
@@ -446,6 +504,7 @@ def finish(
     command: str,
     clock: dict[str, float],
     n_train: int,
+    machine: str,
 ) -> None:
     """Write model.pth (the final, EMA or averaged weights, whichever the hold-out prefers; the first
     of them on a tie) and summary.json."""
@@ -457,7 +516,7 @@ def finish(
     chosen = weights[chosen_name]
     assert chosen is not None  # a candidate
     holdout = last[f"holdout_top1{suffix[chosen_name]}"]
-    state_dict = {k: v.detach().float().clone() for k, v in chosen.state_dict().items()}
+    state_dict = {k: v.detach().float().cpu().contiguous() for k, v in chosen.state_dict().items()}
     save_atomically(
         {"model_state_dict": state_dict, "epoch": recipe.epochs, "best_val_acc": holdout}, run / "model.pth"
     )
@@ -475,7 +534,7 @@ def finish(
         **{k: round(v, 1) for k, v in clock.items()},
         "images_per_s": round(n_train * recipe.epochs / clock["train_seconds"], 1),  # pauses (kill -STOP) included
         "images_per_s_fastest_epoch": round(max(r["images_per_s"] for r in history), 1),
-        "hardware": f"{cpu_name()}, {os.cpu_count()} cores",
+        "hardware": machine,
         "torch": torch.__version__,
         "command": command,
     }
