@@ -52,6 +52,7 @@ BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # As bench.harness measures capacity: the load's 512 images in flight are queued, none shed with a 503.
 CAPACITY = {"PYRAMIDNET_MAX_WAIT_S": "600", "PYRAMIDNET_MAX_LATENCY_MS": "120000"}
 EPOCH_IMAGES = 49_000  # the training images a run trains on: 50,000 less the hold-out of 100 a class
+PIECE_MIN = 7  # the training piece of a 15-minute GPU window (docs/training.md#on-a-gpu)
 # The shipped run's recipe (docs/training.md) at 300 epochs: what the training figures are for.
 RECIPE = Recipe(
     epochs=300,
@@ -261,9 +262,9 @@ def report(record: dict) -> str:
             verdict = "never pays: train without --compile"
         lines.append(f"  compiled {compiled['images_per_s']:,.0f} img/s, {extra:.0f} s to compile: {verdict}")
     hours = RECIPE.epochs * EPOCH_IMAGES / best / 3600
-    pieces = math.ceil(hours * 60 / 8)
+    pieces = math.ceil(hours * 60 / PIECE_MIN)
     lines.append(
-        f"  300 epochs at {best:,.0f} img/s ({how}): {hours:.1f} h of steps, {pieces} pieces of 8 minutes "
+        f"  300 epochs at {best:,.0f} img/s ({how}): {hours:.1f} h of steps, {pieces} pieces of {PIECE_MIN} minutes "
         "(evaluations not counted)"
     )
     return "\n".join(lines)

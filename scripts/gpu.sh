@@ -15,10 +15,11 @@ if [ "$want" != "$have" ]; then
   echo "gpu.sh: the kit was packed for Python $want and this python3 is $have: pack it again with --python-version $have" >&2
   exit 2
 fi
-# The kit's archives unpack into one site, each once per machine (the training call carries no OpenVINO).
+# The kit's archives a call carried unpack into one site, each once per machine (a training call carries train.tar.xz
+# alone: pydantic, all that training needs beyond the machine's image).
 site=${PYRAMIDNET_GPU_SITE:-/tmp/pyramidnet-site}
 mkdir -p "$site"
-for archive in .gpu/site.tar.xz .gpu/openvino.tar.xz; do
+for archive in .gpu/site.tar.xz .gpu/openvino.tar.xz .gpu/train.tar.xz; do
   unpacked="$site/.$(basename "$archive").unpacked"
   if [ -f "$archive" ] && [ ! -f "$unpacked" ]; then
     tar xJf "$archive" -C "$site" && touch "$unpacked"
