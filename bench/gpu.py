@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, help=DATA_HELP)
     parser.add_argument("--out", type=Path, help="folder for gpu.json and the server's log")
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N; cpu rehearses the check")
-    parser.add_argument("--seconds", type=float, default=8.0, help="timed per training and served figure")
+    parser.add_argument("--seconds", type=float, default=5.0, help="timed per training and served figure")
     parser.add_argument("--offline-seconds", type=float, default=1.0, help="timed per offline batch size")
     parser.add_argument("--max-batch", type=int, default=256, help="the runner's largest batch while served")
     parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile'd training step")

@@ -106,7 +106,7 @@ def top_level(entry: str) -> str:
 
 def slim_openvino(package: Path) -> None:
     """OpenVINO's package cut to what the service, the registry and training load: the runtime, its CPU plugin and
-    the IR reader (tests/integration/test_gpu_kit.py serves a model from what is left)."""
+    the IR reader (tests/integration/test_gpu_readiness.py serves a model from what is left)."""
     for lib in (package / "libs").iterdir():
         if not OPENVINO_LIBS.search(lib.name):
             lib.unlink()

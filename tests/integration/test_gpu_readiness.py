@@ -1,4 +1,5 @@
-"""scripts/gpu_kit.py cuts OpenVINO to what fits a GPU machine's call: what is left still registers and serves."""
+"""Ready for a GPU without one: the GPU check's command line, and the kit's OpenVINO, cut to fit a GPU machine's call,
+still registering and serving (the check itself, rehearsed on the CPU: tests/e2e/test_gpu_check.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,35 @@ from pathlib import Path
 import gpu_kit
 import numpy as np
 import openvino
+import pytest
+import torch
+
+from ..servers import REPO
+
+
+def bench_gpu(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench.gpu", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_gpu_check_documents_its_one_command():
+    done = bench_gpu("--help")
+    assert done.returncode == 0, done.stderr
+    assert "python -m bench.gpu --data DATA --out DIR" in done.stdout
+    for part in ("parity", "offline", "training", "served", "--device cpu"):
+        assert part in done.stdout
+
+
+def test_the_gpu_check_without_cuda_exits_with_one_clear_line():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: the check runs on it")
+    done = bench_gpu()
+    assert done.returncode == 1
+    assert done.stdout.strip().splitlines() == [
+        f"bench.gpu: no CUDA GPU here (torch {torch.__version__} sees none); --device cpu rehearses the check"
+    ]
+    assert done.stderr == ""
 
 
 def test_openvino_cut_to_its_cpu_plugin_and_ir_reader_compiles_and_runs_the_shipped_model(tmp_path):
