@@ -15,8 +15,9 @@ how fast. What a lent GPU machine runs first (docs/training.md#on-a-gpu).
 
 DATA is this project's CIFAR-10 layout (test-exact-first1017.npz and test-jpeg.tar.gz; `scripts/gpu_kit.py`
 copies them into the kit). Without CUDA it exits with one line. `--device cpu` rehearses the whole check on the
-CPU (about 5 minutes on 2 cores: a check of this script before a GPU window, not a measurement). The table is
-printed last; `--out` gets gpu.json and the server's log.
+CPU (a check of this script before a GPU window, not a measurement; tests/e2e/test_gpu_check.py runs it). The table
+is printed last; `--out` gets gpu.json and the server's log. Untested on a GPU: none has been lent to this project
+yet.
 """
 
 from __future__ import annotations
