@@ -21,6 +21,7 @@ import subprocess
 import tarfile
 import tempfile
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -127,21 +128,42 @@ def run_level(
     per_request: int = 1,
     duration: float = 10.0,
     warmup: float = 2.0,
+    bodies: int = 1,
 ) -> dict:
-    """One concurrency level against `url + endpoint`: a warm-up, then `duration` measured seconds."""
+    """One concurrency level against `url + endpoint`: a warm-up, then `duration` measured seconds.
+
+    hey sends one body again and again. `bodies` > 1 splits the clients among that many hey processes, each
+    with its own images (images[k * per_request:] for the k-th): where the answer's cost depends on the image
+    (int8+recheck re-checks the near ties), the load then carries a share of them like the data's, not one
+    image's all or nothing."""
     field = "image" if endpoint == "/classify" else "images"
-    with tempfile.NamedTemporaryFile(suffix=".multipart") as body:
-        body.write(multipart(field, [images[k % len(images)] for k in range(per_request)]))
-        body.flush()
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for k in range(bodies):
+            paths.append(Path(folder) / f"{k}.multipart")
+            paths[-1].write_bytes(
+                multipart(field, [images[(k * per_request + i) % len(images)] for i in range(per_request)])
+            )
+        clients = [concurrency // bodies + (k < concurrency % bodies) for k in range(bodies)]
         if warmup:
-            hey(url + endpoint, Path(body.name), concurrency, duration=warmup)
-        results = hey(url + endpoint, Path(body.name), concurrency, duration=duration)
+            _together(url + endpoint, paths, clients, warmup)
+        results = _together(url + endpoint, paths, clients, duration)
     return {
         "endpoint": endpoint,
         "concurrency": concurrency,
         "images_per_request": per_request,
+        "bodies": bodies,
         **summarise(results, duration, per_request),
     }
+
+
+def _together(url: str, bodies: list[Path], clients: list[int], duration: float) -> list[tuple[float, int]]:
+    """hey on each body with its clients, all at once, for `duration` seconds; their requests together."""
+    if len(bodies) == 1:
+        return hey(url, bodies[0], clients[0], duration=duration)
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        runs = [pool.submit(hey, url, body, n, duration=duration) for body, n in zip(bodies, clients, strict=True) if n]
+        return [result for run in runs for result in run.result()]
 
 
 def row(r: dict) -> str:

@@ -28,6 +28,13 @@ from .hey import data_folder  # the same data as the load runs
 BATCH_SIZES = (1, 8, 16, 32, 64, 128)
 
 
+def real_batches(n: int, spec) -> list[np.ndarray]:
+    """The 1,017 pixel-exact CIFAR-10 test images, normalised, in consecutive batches of `n` (the last partial
+    one left out)."""
+    images = normalize(np.load(data_folder() / cifar10.EXACT)["images"], spec)
+    return [images[i : i + n] for i in range(0, len(images) - n + 1, n)]
+
+
 def real_batch(n: int, spec) -> np.ndarray:
     """The first `n` pixel-exact CIFAR-10 test images, normalised."""
     data = np.load(data_folder() / cifar10.EXACT)
@@ -36,17 +43,20 @@ def real_batch(n: int, spec) -> np.ndarray:
 
 
 def throughput(
-    run: Callable[[np.ndarray], object], batch: np.ndarray, seconds: float, rounds: int = 3
+    run: Callable[[np.ndarray], object], batch: np.ndarray | list[np.ndarray], seconds: float, rounds: int = 3
 ) -> tuple[float, float]:
     """(images/s, CPU ms per image of this process) of `run(batch)` after a warm-up call: the best of
-    `rounds` timed rounds that share `seconds`."""
-    run(batch)  # compile / warm up this shape
-    best = (0.0, 0.0)
+    `rounds` timed rounds that share `seconds`. A list of batches is run in turn (where the cost depends on
+    the images: int8+recheck)."""
+    batches = batch if isinstance(batch, list) else [batch]
+    run(batches[0])  # compile / warm up this shape
+    best, turn = (0.0, 0.0), 0
     for _ in range(rounds):
         before, start, done = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter(), 0
         while time.perf_counter() - start < seconds / rounds:
-            run(batch)
-            done += len(batch)
+            run(batches[turn % len(batches)])
+            done += len(batches[turn % len(batches)])
+            turn += 1
         elapsed, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
         cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
         best = max(best, (done / elapsed, cpu / done * 1000))

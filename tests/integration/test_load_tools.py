@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.hey import BOUNDARY, load_images, multipart
+from bench.hey import BOUNDARY, load_images, multipart, run_level
 
 from ..scripts import locust
 from ..servers import Server
@@ -37,3 +37,13 @@ def test_the_benchmark_body_is_a_batch_the_service_answers(server: Server, cifar
     )
     assert response.status_code == 200
     assert len(response.json()) == 4
+
+
+def test_clients_with_bodies_of_their_own_each_send_their_own_images(server: Server, cifar10_dir: Path):
+    """bench/hey.py's run_level with `bodies`: one hey per body, the clients split among them, every request
+    answered and counted (bench.precisions gives each of its 32 clients its own image this way)."""
+    images = load_images(cifar10_dir / "test-jpeg.tar.gz", 8)
+    result = run_level(server.url, images, 4, duration=1.0, warmup=0, bodies=4)
+    assert result["bodies"] == 4
+    assert result["requests"] > 4
+    assert result["codes"] == {200: result["requests"]}
