@@ -43,7 +43,8 @@ from model_store.imaging import normalize
 from model_store.inference import Classifier
 from model_store.registry import embedded_default
 from model_store.training.device import autocast, choose_precision, hardware
-from model_store.training.run import Draws, Recipe, augment, build_model, build_optimizer, learn
+from model_store.training.run import Draws, augment, build_model, build_optimizer, learn
+from scripts.train import parse_args, recipe_of
 
 from .harness import command, free_port, serving
 from .hey import DATA_HELP, REPO, data_folder, load_images, run_level
@@ -52,23 +53,11 @@ from .offline import throughput
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # As bench.harness measures capacity: the load's 512 images in flight are queued, none shed with a 503.
 CAPACITY = {"PYRAMIDNET_MAX_WAIT_S": "600", "PYRAMIDNET_MAX_LATENCY_MS": "120000"}
-EPOCH_IMAGES = 49_000  # the training images a run trains on: 50,000 less the hold-out of 100 a class
 PIECE_MIN = 7  # the training piece of a 15-minute GPU window (docs/training.md#on-a-gpu)
-# The shipped run's recipe (docs/training.md) at 300 epochs: what the training figures are for.
-RECIPE = Recipe(
-    epochs=300,
-    batch_size=128,
-    lr=0.1,
-    warmup_epochs=2,
-    weight_decay=5e-4,
-    label_smoothing=0.1,
-    ema_decay=0.999,
-    holdout_per_class=100,
-    limit_per_class=None,
-    precision="auto",
-    seed=0,
-    cutout=16,
-)
+# The shipped run's recipe (docs/training.md: train.py's defaults with Cutout 16) at 300 epochs: what the training
+# figures are for.
+RECIPE = recipe_of(parse_args(["--data", ".", "--run", ".", "--epochs", "300", "--cutout", "16"]))
+EPOCH_IMAGES = 50_000 - 10 * RECIPE.holdout_per_class  # the training images an epoch trains on
 
 
 def sync(device: torch.device) -> None:

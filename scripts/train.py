@@ -132,7 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         compile=args.compile,
     )
-    recipe = Recipe(
+    return train(piece, recipe_of(args))
+
+
+def recipe_of(args: argparse.Namespace) -> Recipe:
+    """The run's recipe from the command line (bench.gpu times the shipped one's step from it)."""
+    return Recipe(
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -150,7 +155,6 @@ def main(argv: list[str] | None = None) -> int:
         swa=args.swa,
         distill=args.distill,
     )
-    return train(piece, recipe)
 
 
 if __name__ == "__main__":
