@@ -108,10 +108,8 @@ class Draws(NamedTuple):
         return cls(dy, dx, flip, top, left)
 
     def to(self, device: torch.device) -> Draws:
-        def moved(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device, non_blocking=True)
-
-        return Draws(self.dy.to(device), self.dx.to(device), self.flip.to(device), moved(self.top), moved(self.left))
+        top, left = (None if t is None else t.to(device) for t in (self.top, self.left))
+        return Draws(self.dy.to(device), self.dx.to(device), self.flip.to(device), top, left)
 
 
 def crop_flip(x: torch.Tensor, draws: Draws) -> torch.Tensor:
