@@ -94,12 +94,12 @@ def parity(device: torch.device, precisions: list[str], exact: Path) -> tuple[di
     return table, first
 
 
-def offline(classifier: Classifier, exact: Path, seconds: float) -> dict[int, float]:
+def offline(classifier: Classifier, exact: Path, seconds: float, batch_sizes: list[int]) -> dict[int, float]:
     """Images/s of `classifier.predict_proba` (numpy in, probabilities back on the host) per batch size."""
     with np.load(exact) as data:
         images = data["images"]
     rates = {}
-    for n in BATCH_SIZES:
+    for n in batch_sizes:
         batch = normalize(images[np.arange(n) % len(images)], classifier.spec)
         rates[n] = round(throughput(classifier.predict_proba, batch, seconds)[0], 1)
     return rates
@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N; cpu rehearses the check")
     parser.add_argument("--seconds", type=float, default=5.0, help="timed per training and served figure")
     parser.add_argument("--offline-seconds", type=float, default=1.0, help="timed per offline batch size")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES), help="offline")
     parser.add_argument("--max-batch", type=int, default=256, help="the runner's largest batch while served")
     parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile'd training step")
     args = parser.parse_args(argv)
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     precisions = ["fp16", "bf16", "fp32"] if device.type == "cuda" else ["fp32"]
     table, default = parity(device, precisions, exact)
     save("parity", table)
-    save("offline_images_per_s", offline(default, exact, args.offline_seconds))
+    save("offline_images_per_s", offline(default, exact, args.offline_seconds, args.batch_sizes))
     del default
     save("training_eager", training(device, compiled=False, seconds=args.seconds))
     save("served", served(device, data, args.max_batch, args.seconds, out / "service.log"))

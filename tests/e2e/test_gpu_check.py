@@ -12,6 +12,7 @@ from ..servers import REPO
 
 def test_the_gpu_check_rehearsed_on_the_cpu_measures_every_stage(cifar10_dir, tmp_path):
     quick = ["--device", "cpu", "--no-compile", "--seconds", "2", "--offline-seconds", "0.2", "--max-batch", "16"]
+    quick += ["--batch-sizes", "1", "16"]  # a rehearsal of the code, not a measurement: two sizes do
     done = subprocess.run(
         [sys.executable, "-m", "bench.gpu", "--data", str(cifar10_dir), "--out", str(tmp_path), *quick],
         cwd=REPO,
@@ -25,7 +26,7 @@ def test_the_gpu_check_rehearsed_on_the_cpu_measures_every_stage(cifar10_dir, tm
     assert parity["max_abs_dp"] < 1e-5
     assert parity["top1_agreement_pct"] == 100.0
     assert parity["top1_pct"] == record["parity"]["cpu fp32 (reference)"]["top1_pct"] > 90
-    assert list(record["offline_images_per_s"]) == ["1", "2", "4", "8", "16", "32", "64", "128", "256"]
+    assert list(record["offline_images_per_s"]) == ["1", "16"]
     assert all(rate > 0 for rate in record["offline_images_per_s"].values())
     assert record["training_eager"]["images_per_s"] > 0
     served = record["served"]
