@@ -189,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="timed per training and served figure")
     parser.add_argument("--offline-seconds", type=float, default=1.0, help="timed per offline batch size")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES), help="offline")
-    parser.add_argument("--max-batch", type=int, default=256, help="the runner's largest batch while served")
+    parser.add_argument(
+        "--max-batch", type=int, default=128, help="the runner's largest batch while served (the GPU overlay's)"
+    )
     parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile'd training step")
     args = parser.parse_args(argv)
 
