@@ -12,13 +12,13 @@ call to it sends this checkout and the ignored paths it names, 64 MiB in all. Th
                      nothing here loads, and would not fit in a call
     train.tar.xz     what training needs of them: pydantic. A training call carries this one, and room is left
                      for the run's state (22 MB) when a piece resumes
-    bin/hey       the load generator of the served figure
-    cifar10/      test-exact-first1017.npz, test-jpeg.tar.gz and train-jpeg.tar.gz
-    kit.json      the two calls, each with the paths it carries and the MiB it sends
+    bin/hey          the load generator of the served figure
+    cifar10/         test-exact-first1017.npz, test-jpeg.tar.gz and train-jpeg.tar.gz
+    kit.json         the two calls, each with the paths it carries and the MiB it sends
 
-scripts/gpu.sh unpacks the site there and runs a command with it. The kit prints both calls and their sizes, and
-stops with an error where one would not fit. `--python-version 3.11` packs for this machine's Python instead: a
-rehearsal of the kit on a machine without a GPU (docs/training.md#on-a-gpu).
+scripts/gpu.sh unpacks there what a call carried and runs a command with it. The kit prints both calls and their
+sizes, and stops with an error where one would not fit. `--python-version 3.11` packs for this machine's Python
+instead: a rehearsal of the kit on a machine without a GPU (docs/training.md#on-a-gpu).
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ PLATFORMS = ["manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64
     f"manylinux_2_{n}_x86_64" for n in range(24, 36)
 ]
 IMAGE_HOLDS = {"numpy", "pillow", "torch"}  # the machine's own, and what its torch was built against
-# OpenVINO's files the service, the registry and training load: the runtime, its CPU plugin and the IR reader (the
-# model importers under openvino/frontend/<format>/ and the GPU and NPU plugins are left out).
+# OpenVINO's files the service and the registry load: the runtime, its CPU plugin and the IR reader (the model
+# importers under openvino/frontend/<format>/ and the GPU and NPU plugins are left out).
 OPENVINO_LIBS = re.compile(
     r"lib(openvino|openvino_c|openvino_(intel_cpu|auto|auto_batch|hetero)_plugin|openvino_ir_frontend)\.so|tbb|hwloc"
 )

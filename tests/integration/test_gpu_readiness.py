@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import gpu_kit
@@ -79,3 +80,38 @@ np.save({str(tmp_path / "cut.npy")!r}, run(np.load({str(tmp_path / "x.npy")!r}))
 
     full = compile_ir(build_ir(ModelSpec(), embedded_default().state_dict), "fp32")(x)
     assert np.array_equal(np.load(tmp_path / "cut.npy"), full)
+
+
+def test_gpu_sh_unpacks_what_a_call_carried_once_and_refuses_a_kit_for_another_python(tmp_path):
+    """scripts/gpu.sh as the GPU machine runs it, in a checkout of its own: no kit, a kit for another Python, then
+    a kit whose archive holds a module the command imports, unpacked on the first call only."""
+    shutil.copytree(REPO / "scripts", tmp_path / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
+    site = tmp_path / "site"
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "PYRAMIDNET_GPU_SITE": str(site)}
+
+    def gpu_sh(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "scripts/gpu.sh", *command], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+
+    none = gpu_sh("true")
+    assert none.returncode == 2
+    assert "no kit here (.gpu/kit.json)" in none.stderr
+
+    (tmp_path / ".gpu").mkdir()
+    (tmp_path / ".gpu" / "kit.json").write_text('{"python": "3.99"}')
+    other = gpu_sh("true")
+    assert other.returncode == 2
+    assert f"packed for Python 3.99 and this python3 is {sys.version_info[0]}.{sys.version_info[1]}" in other.stderr
+
+    (tmp_path / ".gpu" / "kit.json").write_text(f'{{"python": "{sys.version_info[0]}.{sys.version_info[1]}"}}')
+    (tmp_path / "kitmod.py").write_text("WHERE = 'the kit'\n")
+    with tarfile.open(tmp_path / ".gpu" / "train.tar.xz", "w:xz") as tar:
+        tar.add(tmp_path / "kitmod.py", arcname="kitmod.py")
+    (tmp_path / "kitmod.py").unlink()
+    first = gpu_sh("python3", "-c", "import kitmod, os; print(kitmod.WHERE, os.environ['BENTOML_DO_NOT_TRACK'])")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "the kit true"
+    (site / "kitmod.py").write_text("WHERE = 'unpacked once'\n")  # a second call must not unpack over it
+    again = gpu_sh("python3", "-c", "import kitmod; print(kitmod.WHERE)")
+    assert again.stdout.strip() == "unpacked once"
