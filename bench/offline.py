@@ -54,9 +54,9 @@ def throughput(
     for _ in range(rounds):
         before, start, done = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter(), 0
         while time.perf_counter() - start < seconds / rounds:
-            run(batches[turn % len(batches)])
-            done += len(batches[turn % len(batches)])
-            turn += 1
+            current, turn = batches[turn % len(batches)], turn + 1
+            run(current)
+            done += len(current)
         elapsed, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
         cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
         best = max(best, (done / elapsed, cpu / done * 1000))
