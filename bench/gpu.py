@@ -39,10 +39,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from model_store import ModelSpec, cifar10
 from model_store.architecture import build_network
 from model_store.backends import torch_classifier
+from model_store.devices import autocast, choose_precision, hardware, memory_format
 from model_store.imaging import normalize
 from model_store.inference import Classifier
 from model_store.registry import embedded_default
-from model_store.training.device import autocast, choose_precision, hardware
 from model_store.training.run import Draws, augment, build_model, build_optimizer, learn
 from scripts.train import parse_args, recipe_of
 
@@ -109,8 +109,7 @@ def training(device: torch.device, compiled: bool, seconds: float) -> dict[str, 
     """train.py's step at RECIPE's batch size on random images held on the device: images/s over `seconds` of
     warm steps, and the first step's seconds (where torch.compile spends its time)."""
     spec = ModelSpec()
-    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    torch.backends.cudnn.benchmark = device.type == "cuda"
+    layout = memory_format(device)
     model = build_model(spec).to(device, memory_format=layout)
     forward: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model, dynamic=False) if compiled else model
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(RECIPE.ema_decay), use_buffers=True)

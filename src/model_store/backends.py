@@ -30,6 +30,7 @@ from torch.fx.experimental.optimization import fuse
 
 from .architecture import as_arrays, build_network
 from .conversion import build_ir
+from .devices import choose_device
 from .inference import Classifier, choose
 from .openvino_ir import Runtime, compile_ir
 from .options import Backend, Precision
@@ -42,16 +43,6 @@ log = logging.getLogger(__name__)
 def load_network(model: bentoml.Model) -> nn.Module:
     """A stored model's network on the CPU, in eval mode."""
     return build_network(read_spec(model), safetensors.numpy.load_file(model.path_of(WEIGHTS_FILE))).eval()
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """A torch device for a device name; `auto` is CUDA when torch sees a GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
-    return device
 
 
 def torch_classifier(
@@ -67,7 +58,7 @@ def torch_classifier(
 ) -> Classifier:
     """A network in memory as a Classifier; `openvino` converts it to an IR on the way. `precision_reason`:
     why the caller chose `precision`, when it did (load_classifier)."""
-    target = resolve_device(str(device))
+    target = choose_device(str(device))
     backend, precision, reason = choose(target.type, backend, precision)
     reason = precision_reason or reason
     if backend == "openvino":

@@ -162,6 +162,19 @@ def test_a_resume_on_auto_continues_in_the_precision_the_run_began_with(training
     assert "piece ended (time limit 0 min) after epoch 1" in resumed.stderr, resumed.stderr  # step 2 of 4
 
 
+def test_cuda_asked_for_where_there_is_none_is_refused_in_one_line(training_data, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    done = script(
+        "train.py", "--data", str(training_data), "--run", str(tmp_path / "run"), *QUICK_RUN, "--device", "cuda"
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"train: error: device 'cuda': torch {torch.__version__} sees no CUDA GPU here"
+    ]
+    assert not (tmp_path / "run").exists()  # nothing started
+
+
 def test_a_resume_with_another_recipe_is_refused(training_data, tmp_path):
     run = tmp_path / "run"
     assert (

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_store import ModelSpec
-from model_store.training import device as devices
+from model_store import ModelSpec, devices
 from model_store.training import run as train
 from model_store.training.data import split_holdout
 from model_store.training.run import Draws
@@ -79,7 +78,7 @@ def test_the_device_is_cuda_where_torch_sees_a_gpu_else_the_cpu_and_cuda_asked_f
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert devices.choose_device("auto") == torch.device("cpu")
     assert devices.choose_device("cpu") == torch.device("cpu")
-    with pytest.raises(SystemExit, match=r"--device cuda:1: torch .* sees no CUDA GPU here"):
+    with pytest.raises(RuntimeError, match=r"^device 'cuda:1': torch .* sees no CUDA GPU here$"):
         devices.choose_device("cuda:1")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert devices.choose_device("auto") == torch.device("cuda")

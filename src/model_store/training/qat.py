@@ -27,11 +27,11 @@ import torch.nn.functional as F
 
 from ..architecture import build_network
 from ..conversion import CALIBRATION_PER_CLASS, build_ir, named_by_position
+from ..devices import hardware
 from ..openvino_ir import Runtime, compile_ir
 from ..paired import only_right
 from ..spec import ModelSpec
 from .data import calibration_indices, initial_weights, read_split, split_holdout
-from .device import hardware
 from .run import Draws, StopRequest, augment, lr_at, normalize, save_atomically, to_nchw
 
 log = logging.getLogger("quantize_aware")

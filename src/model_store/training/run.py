@@ -37,9 +37,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 from tqdm import tqdm
 
 from ..architecture import ResidualBlock, build_network, from_spec
+from ..devices import Autocast, autocast, choose_device, choose_precision, hardware, memory_format, native_bf16
 from ..spec import ModelSpec
 from .data import initial_weights, read_split, split_holdout
-from .device import Autocast, autocast, choose_device, choose_precision, hardware, native_bf16
 
 log = logging.getLogger("train")
 
@@ -275,7 +275,10 @@ def train(piece: Piece, asked: Recipe) -> int:
     distill are filled in from `piece`): resume it, or start it; end at the time limit, a signal, or
     the run's end, where model.pth and summary.json are written."""
     started = time.monotonic()  # the time limit counts from here: reading the data is part of the piece
-    device = choose_device(piece.device)
+    try:
+        device = choose_device(piece.device)
+    except RuntimeError as e:
+        raise SystemExit(f"train: error: {e}") from None
     state_path, history_path = piece.run / "state.pt", piece.run / "history.jsonl"
     if piece.resume and not state_path.exists():
         raise SystemExit(f"train: error: {state_path} does not exist: there is nothing to resume")
@@ -314,10 +317,7 @@ def train(piece: Piece, asked: Recipe) -> int:
         time.monotonic() - started,
     )
 
-    # channels-last on CUDA (cuDNN's tensor-core layout); on the CPU the layout measured fastest under bf16
-    # autocast stays (bench.train_step: channels-last is 0.67x there on Zen 5, 1.16x under fp32)
-    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    torch.backends.cudnn.benchmark = device.type == "cuda"
+    layout = memory_format(device)
     model = build_model(spec) if init_weights is None else build_network(spec, init_weights)
     model = model.to(device, memory_format=layout)  # type: ignore[call-overload]  # torch's stubs omit it
     forward = torch.compile(model, dynamic=False) if piece.compile else model  # the eval passes stay eager
